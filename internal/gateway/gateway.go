@@ -1,0 +1,315 @@
+// Package gateway builds the running pbxgate from a configuration: it opens
+// the listeners, wires each accepted protocol to its handler (HTTP reverse
+// proxy, LDAP proxy, plain TCP forwarding), and swaps in a new configuration
+// on reload without dropping connections that did not change.
+//
+// It owns no protocol logic of its own; that lives in httpproxy, ldap, relay
+// and listen. It does not parse configuration files either (see config).
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/pbxgate/pbxgate/internal/config"
+	"github.com/pbxgate/pbxgate/internal/event"
+	"github.com/pbxgate/pbxgate/internal/httpproxy"
+	"github.com/pbxgate/pbxgate/internal/listen"
+)
+
+// Options are the parts of a gateway that do not come from the configuration
+// file.
+type Options struct {
+	// Log receives the gateway's logs. Default slog.Default().
+	Log *slog.Logger
+	// Events receives every event in addition to the log. Default none.
+	Events event.Sink
+}
+
+// Gateway is a running pbxgate.
+type Gateway struct {
+	base   *slog.Logger // as handed in; components add their own attributes
+	log    *slog.Logger
+	events event.Sink
+
+	mu        sync.Mutex // guards the fields below
+	cfg       *config.Config
+	rt        *runtime
+	listeners map[string]*liveListener
+	started   bool
+	closed    bool
+	serveCtx  context.Context
+	wg        sync.WaitGroup // Serve goroutines
+}
+
+// liveListener is one open socket and the servers behind it. It outlives
+// reloads as long as its address does not change.
+type liveListener struct {
+	name string
+	addr string
+	ln   net.Listener
+	srv  *listen.Server
+	http *httpproxy.Server
+	hh   *httpproxy.Swappable
+}
+
+// New builds the runtime for cfg (certificates loaded, handlers built) but
+// opens no socket. It returns every problem the configuration has beyond
+// what config.Validate can know (unreadable certificates, CA files).
+func New(cfg *config.Config, o Options) (*Gateway, error) {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	g := &Gateway{
+		base:      o.Log,
+		log:       o.Log.With("component", "gateway"),
+		listeners: make(map[string]*liveListener),
+	}
+	sinks := event.Fanout{event.LogSink{Log: o.Log.With("component", "events")}}
+	if o.Events != nil {
+		sinks = append(sinks, o.Events)
+	}
+	g.events = sinks
+	rt, err := g.build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	g.cfg, g.rt = cfg, rt
+	return g, nil
+}
+
+// Start opens every listener and starts serving. It returns once the sockets
+// are open; serving goes on until ctx is done or Shutdown is called.
+func (g *Gateway) Start(ctx context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.started || g.closed {
+		return errors.New("gateway: already started")
+	}
+	g.started = true
+	g.serveCtx = ctx
+	opened, err := g.openLocked(ctx, g.rt, g.cfg.Listeners)
+	if err != nil {
+		return err
+	}
+	for _, l := range opened {
+		g.serveLocked(l)
+	}
+	g.rt.warn(g.log)
+	return nil
+}
+
+// Run starts the gateway and serves until ctx is done, then drains
+// connections for at most the configured shutdown timeout.
+func (g *Gateway) Run(ctx context.Context) error {
+	if err := g.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	g.mu.Lock()
+	timeout := g.cfg.Timeouts.Shutdown.D()
+	g.mu.Unlock()
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return g.Shutdown(sctx)
+}
+
+// Addr returns the bound address of the named listener, or nil.
+func (g *Gateway) Addr(name string) net.Addr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if l, ok := g.listeners[name]; ok {
+		return l.ln.Addr()
+	}
+	return nil
+}
+
+// Config returns the configuration in force.
+func (g *Gateway) Config() *config.Config {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.cfg
+}
+
+// Reload replaces the configuration. The new runtime is built, and new
+// sockets opened, before anything of the old one is touched: on any error
+// the old configuration keeps running unchanged. Listeners whose name and
+// address are unchanged keep their socket and their connections.
+func (g *Gateway) Reload(cfg *config.Config) error {
+	rt, err := g.build(cfg)
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		rt.close()
+		return errors.New("reload: gateway is shut down")
+	}
+	var fresh []config.Listener
+	for _, lc := range cfg.Listeners {
+		if old, ok := g.listeners[lc.Name]; !ok || old.addr != lc.Address {
+			fresh = append(fresh, lc)
+		}
+	}
+	var opened []*liveListener
+	if g.started {
+		opened, err = g.openLocked(g.serveCtx, rt, fresh)
+		if err != nil {
+			rt.close()
+			return fmt.Errorf("reload: %w", err)
+		}
+	}
+	// From here on nothing can fail: swap.
+	keep := make(map[string]bool)
+	for _, lc := range cfg.Listeners {
+		keep[lc.Name] = true
+		if l, ok := g.listeners[lc.Name]; ok && l.addr == lc.Address {
+			if err := g.reconfigureLocked(l, rt, lc); err != nil {
+				// build() already produced this listener's tables, so this
+				// cannot happen short of a bug; keep serving the old tables.
+				g.log.Error("reload: listener kept its old configuration", "listener", l.name, "err", err)
+			}
+		}
+	}
+	for name, l := range g.listeners {
+		if a := addrOf(cfg, name); !keep[name] || a != l.addr {
+			delete(g.listeners, name)
+			go g.drain(l)
+		}
+	}
+	for _, l := range opened {
+		g.serveLocked(l)
+	}
+	old := g.rt
+	g.cfg, g.rt = cfg, rt
+	old.close()
+	rt.warn(g.log)
+	g.log.Info("configuration reloaded", "listeners", len(cfg.Listeners), "services", len(cfg.Services))
+	return nil
+}
+
+func addrOf(cfg *config.Config, name string) string {
+	for _, lc := range cfg.Listeners {
+		if lc.Name == name {
+			return lc.Address
+		}
+	}
+	return ""
+}
+
+// drain stops a listener removed by a reload, giving its connections the
+// shutdown timeout to finish.
+func (g *Gateway) drain(l *liveListener) {
+	g.mu.Lock()
+	timeout := g.cfg.Timeouts.Shutdown.D()
+	g.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := l.shutdown(ctx); err != nil {
+		g.log.Warn("listener removed by reload did not drain cleanly", "listener", l.name, "err", err)
+	}
+}
+
+// Shutdown stops accepting, waits for connections until ctx is done, then
+// closes what is left. It is safe to call more than once.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return nil
+	}
+	g.closed = true
+	ls := make([]*liveListener, 0, len(g.listeners))
+	for _, l := range g.listeners {
+		ls = append(ls, l)
+	}
+	g.listeners = map[string]*liveListener{}
+	rt := g.rt
+	g.mu.Unlock()
+
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for _, l := range ls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := l.shutdown(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("listener %s: %w", l.name, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	g.wg.Wait()
+	rt.close()
+	return errors.Join(errs...)
+}
+
+func (l *liveListener) shutdown(ctx context.Context) error {
+	var errs []error
+	if err := l.srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		errs = append(errs, err)
+	}
+	if err := l.http.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		errs = append(errs, err)
+	}
+	if old := l.hh.Swap(nil); old != nil {
+		old.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// openLocked opens the sockets of lcs and builds their servers from the
+// current runtime; on error everything opened here is closed again.
+func (g *Gateway) openLocked(ctx context.Context, rt *runtime, lcs []config.Listener) ([]*liveListener, error) {
+	var opened []*liveListener
+	for _, lc := range lcs {
+		l, err := g.newListener(ctx, rt, lc)
+		if err != nil {
+			for _, o := range opened {
+				o.ln.Close()
+			}
+			return nil, err
+		}
+		opened = append(opened, l)
+	}
+	return opened, nil
+}
+
+func (g *Gateway) serveLocked(l *liveListener) {
+	g.listeners[l.name] = l
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		// Cancelling Serve's context is a hard stop; the drain on shutdown
+		// goes through Shutdown instead, so Serve must not see the cancel.
+		if err := l.srv.Serve(context.WithoutCancel(g.serveCtx), l.ln); err != nil {
+			g.log.Error("listener stopped", "listener", l.name, "err", err)
+		}
+	}()
+	g.log.Info("listening", "listener", l.name, "addr", l.ln.Addr().String())
+}
+
+// Check builds the runtime of cfg the way New does, without writing
+// anything or opening sockets, and returns every problem found (unreadable
+// certificates and CA files, bad path patterns). It returns the configuration
+// audit warnings too.
+func Check(cfg *config.Config) (warnings []string, err error) {
+	g := &Gateway{base: slog.New(slog.DiscardHandler), events: event.Discard}
+	g.log = g.base
+	rt, err := g.buildMode(cfg, true)
+	if err != nil {
+		return nil, err
+	}
+	rt.close()
+	return rt.warnings, nil
+}

@@ -1,0 +1,30 @@
+// Package e2e holds pbxgate's whole-binary end-to-end tests. It has no
+// code of its own: everything is in the _test.go files, run by plain
+// `go test ./test/e2e/` as part of the default suite.
+//
+// TestMain builds cmd/pbxgate once into a temporary directory; each test
+// writes a configuration with free loopback ports, starts `pbxgate serve -c`
+// as a subprocess (stderr captured and parsed as the text log), talks to it
+// with real clients, and stops it with SIGTERM, asserting a clean exit.
+//
+// What is covered:
+//   - HTTP routing with curl: Host and wildcard routing, default_service,
+//     unknown hosts, path rules (the provisioning example, method and network
+//     limits), forwarding headers, spoofed X-Forwarded-For, dead backends,
+//     and the events each refusal logs (http_test.go).
+//   - TLS: required and optional listeners, SNI certificate choice, HTTP/2,
+//     plaintext refused, a TLS backend behind a plain listener, the
+//     self-signed certificate generated on first start (tls_test.go).
+//   - LDAP through a real slapd: bind and search, wrong password, ldaps://,
+//     unknown bind domain (ldap_test.go).
+//   - Bad input: garbage, slow clients, huge headers, requests without Host,
+//     unknown SNI, truncated BER; the process stays healthy (badinput_test.go).
+//   - CLI: check, version, serve with a broken configuration (cli_test.go).
+//   - SIGHUP reload (new routes, surviving connections, refused reloads) and
+//     SIGTERM draining (reload_test.go).
+//   - `pbxgate demo` and the commands it prints (demo_test.go).
+//
+// Debian packages the suite needs (a test fails, naming the package, when
+// one is missing): curl, ldap-utils (ldapsearch), slapd. Traffic stays on
+// 127.0.0.1.
+package e2e
