@@ -205,7 +205,7 @@ func (g *Gateway) buildListener(rt *runtime, lc config.Listener, minTLS uint16) 
 	if lrt.tlsMode != listen.TLSNone {
 		var next []string
 		if protos["http"] {
-			next = []string{"h2", "http/1.1"}
+			next = []string{"h2", "http/1.1", "http/1.0"}
 		}
 		def := lc.Certificate
 		if def == "" {
