@@ -264,7 +264,8 @@ func checkMethod(m string) error {
 	for i := 0; i < len(m); i++ {
 		c := m[i]
 		switch {
-		case c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		case c >= 'A' && c <= 'Z', c >= '0' && c <= '9', strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+			// an RFC 9110 token, as the config package accepts
 		case c >= 'a' && c <= 'z':
 			return fmt.Errorf("%w: method %q must be upper-case", ErrBadPattern, m)
 		default:

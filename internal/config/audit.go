@@ -1,0 +1,95 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// Warnings is the configuration audit: settings that are valid but
+// probably not what an operator wants facing the internet. Each is
+// formatted "file:line: field.path: message". Call it on a Config that
+// validates; the gateway logs them at every start and reload.
+func (c *Config) Warnings() []string {
+	var out []string
+	warn := func(path, format string, args ...any) {
+		p := &Problem{File: c.File, Line: c.pos.line(path), Path: path, Message: fmt.Sprintf(format, args...)}
+		out = append(out, p.Error())
+	}
+
+	if c.Timeouts.FirstBytes > Duration(30*time.Second) {
+		warn("timeouts.first_bytes", "%s lets a silent connection hold a slot for long (slowloris); 5s is the default", c.Timeouts.FirstBytes)
+	}
+	if len(c.Services) == 0 {
+		warn("services", "no services: every request and connection is refused")
+	}
+
+	for i, l := range c.Listeners {
+		p := indexPath("listeners", i)
+		if l.TLS != TLSNone && len(c.TLS.Certificates) == 0 {
+			warn(p+".tls", "TLS %s but tls.certificates is empty: a self-signed certificate is generated in %s; clients will warn or refuse it", l.TLS, c.DataDir)
+		}
+		if l.TLS == TLSNone {
+			if l.Certificate != "" {
+				warn(p+".certificate", "ignored: the listener has tls: none")
+			}
+			if l.StrictSNI {
+				warn(p+".strict_sni", "ignored: the listener has tls: none")
+			}
+		}
+		if slices.Contains(l.Protocols, ProtoLDAP) && l.TLS != TLSRequired && !loopbackListener(l.Address) {
+			if l.TLS == TLSNone {
+				warn(p+".tls", "plain LDAP on a public address: simple bind passwords cross the network in clear; prefer tls: required (LDAPS)")
+			} else {
+				warn(p+".tls", "tls: optional also accepts plain LDAP on a public address: simple bind passwords may cross the network in clear")
+			}
+		}
+		if len(l.TrustedProxies) > 0 && !slices.Contains(l.Protocols, ProtoHTTP) {
+			warn(p+".trusted_proxies", "ignored: the listener does not carry http")
+		}
+		for j, n := range l.TrustedProxies {
+			if pr, err := ParseNetwork(n); err == nil && pr.Bits() == 0 {
+				warn(indexPath(p+".trusted_proxies", j), "%s trusts forwarding headers from every source: any client can claim any address and evade bans", n)
+			}
+		}
+	}
+
+	carried := make(map[string]bool) // protocols some listener carries
+	tcpTarget := make(map[string]bool)
+	for _, l := range c.Listeners {
+		for _, proto := range l.Protocols {
+			carried[proto] = true
+		}
+		if slices.Contains(l.Protocols, ProtoTCP) {
+			tcpTarget[l.TCPService] = true
+		}
+	}
+	for i, s := range c.Services {
+		p := indexPath("services", i)
+		if s.Backend.InsecureSkipVerify {
+			warn(p+".backend.insecure_skip_verify", "the backend's certificate is not verified: anyone on the path to %s can impersonate it", s.Backend.Address)
+		}
+		switch {
+		case s.Protocol == ProtoTCP && !tcpTarget[s.Name]:
+			warn(p, "service %q is unreachable: no listener names it as tcp_service", s.Name)
+		case s.Protocol != ProtoTCP && !carried[s.Protocol]:
+			warn(p, "service %q is unreachable: no listener carries %s", s.Name, s.Protocol)
+		}
+	}
+
+	if c.LDAP.Anonymous != Refuse && c.LDAP.Anonymous != "" {
+		warn("ldap.anonymous", "anonymous binds are forwarded to %q: its directory is readable from the internet without a password if it allows anonymous access", c.LDAP.Anonymous)
+	}
+	return out
+}
+
+// loopbackListener reports whether a listener address binds loopback only.
+func loopbackListener(addr string) bool {
+	host, _, err := splitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}

@@ -1,0 +1,211 @@
+package config
+
+import (
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Values of the string-typed enumerations.
+const (
+	TLSNone     = "none"     // Listener.TLS: TLS refused
+	TLSRequired = "required" // Listener.TLS: plaintext refused
+	TLSOptional = "optional" // Listener.TLS: both, told apart by the first bytes
+
+	ProtoHTTP = "http" // Listener.Protocols, Service.Protocol
+	ProtoLDAP = "ldap"
+	ProtoTCP  = "tcp"
+
+	Allow = "allow" // PathRules.Default
+	Deny  = "deny"
+
+	Refuse = "refuse" // LDAPPolicy values
+)
+
+// The defaults documented on the fields of Config. This is the only place
+// they are written in code; docs/configuration.md is checked against the
+// effective values by a test.
+const (
+	DefaultDataDir   = "/var/lib/pbxgate"
+	DefaultLogLevel  = "info"
+	DefaultLogFormat = "text"
+	DefaultLogAccess = true
+
+	DefaultFirstBytes      = Duration(5 * time.Second)
+	DefaultTLSHandshake    = Duration(10 * time.Second)
+	DefaultIdle            = Duration(5 * time.Minute)
+	DefaultBackendConnect  = Duration(5 * time.Second)
+	DefaultBackendResponse = Duration(60 * time.Second)
+	DefaultHTTPReadHeader  = Duration(10 * time.Second)
+	DefaultHTTPIdle        = Duration(2 * time.Minute)
+	DefaultShutdown        = Duration(30 * time.Second)
+
+	DefaultMaxConnections   = 10000
+	DefaultMaxHeaderBytes   = 65536
+	DefaultLDAPMaxMessage   = 65536
+	DefaultBackendIdleConns = 256
+	DefaultSniffBytes       = 8192
+
+	DefaultMinTLSVersion = "1.2"
+	DefaultListenerTLS   = TLSNone
+	DefaultLDAPPolicy    = Refuse
+)
+
+// Default lists, returned fresh so callers cannot alter the defaults.
+func defaultProtocols() []string   { return []string{ProtoHTTP} }
+func defaultRejectStatuses() []int { return []int{401, 403} }
+
+// Bounds enforced by Validate on the limits.
+const (
+	maxMaxConnections   = 1_000_000
+	minMaxHeaderBytes   = 1024
+	maxMaxHeaderBytes   = 1 << 20 // 1 MiB
+	minLDAPMaxMessage   = 1024
+	maxLDAPMaxMessage   = 16 << 20 // 16 MiB
+	maxBackendIdleConns = 100_000
+	minSniffBytes       = 64
+	maxSniffBytes       = 65536
+)
+
+// Defaults returns a Config holding every default that does not depend on
+// other fields: no listeners, no services.
+func Defaults() *Config {
+	c := &Config{}
+	c.ApplyDefaults()
+	return c
+}
+
+// ApplyDefaults replaces every zero field with its documented default, in
+// place, and turns empty lists whose emptiness means the same as absence into
+// nil. It is idempotent. Parse calls it; call it on a Config built in code
+// before Validate.
+//
+// Defaults that depend on other fields are filled in too: a certificate's
+// name (its file's base name), a TLS listener's certificate (the first one),
+// a listener's max_connections (limits.max_connections), a service's path
+// default (deny when allow has rules), a TLS backend's server_name (the host
+// of its address). A certificate's hosts (its DNS names) need the file and are
+// left to the gateway.
+func (c *Config) ApplyDefaults() {
+	setStr(&c.DataDir, DefaultDataDir)
+	setStr(&c.Log.Level, DefaultLogLevel)
+	setStr(&c.Log.Format, DefaultLogFormat)
+	if c.Log.Access == nil {
+		v := DefaultLogAccess
+		c.Log.Access = &v
+	}
+
+	t := &c.Timeouts
+	setDur(&t.FirstBytes, DefaultFirstBytes)
+	setDur(&t.TLSHandshake, DefaultTLSHandshake)
+	setDur(&t.Idle, DefaultIdle)
+	setDur(&t.BackendConnect, DefaultBackendConnect)
+	setDur(&t.BackendResponse, DefaultBackendResponse)
+	setDur(&t.HTTPReadHeader, DefaultHTTPReadHeader)
+	setDur(&t.HTTPIdle, DefaultHTTPIdle)
+	setDur(&t.Shutdown, DefaultShutdown)
+
+	l := &c.Limits
+	setInt(&l.MaxConnections, DefaultMaxConnections)
+	setInt(&l.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	setInt(&l.LDAPMaxMessage, DefaultLDAPMaxMessage)
+	setInt(&l.BackendIdleConns, DefaultBackendIdleConns)
+	setInt(&l.SniffBytes, DefaultSniffBytes)
+
+	setStr(&c.TLS.MinVersion, DefaultMinTLSVersion)
+	c.TLS.Certificates = nilIfEmpty(c.TLS.Certificates)
+	for i := range c.TLS.Certificates {
+		cert := &c.TLS.Certificates[i]
+		if cert.Name == "" && cert.Cert != "" {
+			base := filepath.Base(cert.Cert)
+			cert.Name = strings.TrimSuffix(base, filepath.Ext(base))
+		}
+		cert.Hosts = nilIfEmpty(cert.Hosts)
+	}
+
+	c.Listeners = nilIfEmpty(c.Listeners)
+	for i := range c.Listeners {
+		ln := &c.Listeners[i]
+		setStr(&ln.TLS, DefaultListenerTLS)
+		if ln.Certificate == "" && ln.TLS != TLSNone && len(c.TLS.Certificates) > 0 {
+			ln.Certificate = c.TLS.Certificates[0].Name
+		}
+		if ln.Protocols == nil {
+			ln.Protocols = defaultProtocols()
+		}
+		setInt(&ln.MaxConnections, c.Limits.MaxConnections)
+		ln.TrustedProxies = nilIfEmpty(ln.TrustedProxies)
+	}
+
+	c.Services = nilIfEmpty(c.Services)
+	for i := range c.Services {
+		s := &c.Services[i]
+		s.Hosts = nilIfEmpty(s.Hosts)
+		s.Domains = nilIfEmpty(s.Domains)
+		b := &s.Backend
+		if b.TLS && b.ServerName == "" {
+			b.ServerName = addressHost(b.Address)
+		}
+		s.Paths.Allow = nilIfEmpty(s.Paths.Allow)
+		s.Paths.Deny = nilIfEmpty(s.Paths.Deny)
+		for _, rules := range [][]PathRule{s.Paths.Allow, s.Paths.Deny} {
+			for j := range rules {
+				rules[j].Methods = nilIfEmpty(rules[j].Methods)
+				rules[j].Networks = nilIfEmpty(rules[j].Networks)
+			}
+		}
+		if s.Protocol == ProtoHTTP {
+			if s.Paths.Default == "" {
+				s.Paths.Default = Allow
+				if len(s.Paths.Allow) > 0 {
+					s.Paths.Default = Deny
+				}
+			}
+			// nil means the default; an explicit empty list means none.
+			if s.RejectStatuses == nil {
+				s.RejectStatuses = defaultRejectStatuses()
+			}
+		}
+	}
+
+	p := &c.LDAP
+	setStr(&p.Anonymous, DefaultLDAPPolicy)
+	setStr(&p.SASL, DefaultLDAPPolicy)
+	setStr(&p.StartTLS, DefaultLDAPPolicy)
+	setStr(&p.DefaultService, DefaultLDAPPolicy)
+}
+
+func setStr(p *string, v string) {
+	if *p == "" {
+		*p = v
+	}
+}
+
+func setInt(p *int, v int) {
+	if *p == 0 {
+		*p = v
+	}
+}
+
+func setDur(p *Duration, v Duration) {
+	if *p == 0 {
+		*p = v
+	}
+}
+
+func nilIfEmpty[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}
+
+// addressHost returns the host part of a host:port address, or "" when it
+// does not split.
+func addressHost(addr string) string {
+	host, _, err := splitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	return host
+}
