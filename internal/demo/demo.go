@@ -1,0 +1,171 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/template"
+
+	"github.com/pbxgate/pbxgate/internal/config"
+	"github.com/pbxgate/pbxgate/internal/gateway"
+)
+
+//go:embed demo.yaml
+var demoYAML string
+
+// Options are the demo's few knobs.
+type Options struct {
+	Web     string       // web listener address; default 127.0.0.1:8080
+	LDAP    string       // directory listener address; default 127.0.0.1:8389
+	DataDir string       // default: a pbxgate-demo folder in the user cache dir
+	Log     *slog.Logger // gateway and backend logs
+	Out     io.Writer    // where the try-it commands are printed
+}
+
+// Users are the demo directory's accounts: bind name → password.
+var Users = map[string]string{
+	"alice@demo.test":                    "alice-secret",
+	`DEMO\bob`:                           "bob-secret",
+	"cn=carol,ou=people,dc=demo,dc=test": "carol-secret",
+}
+
+// Config renders the demo configuration for the given backend addresses.
+func Config(o Options, portal, prov, directory string) (*config.Config, error) {
+	t, err := template.New("demo").Parse(demoYAML)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, map[string]string{
+		"DataDir": o.DataDir, "Web": o.Web, "LDAP": o.LDAP,
+		"Portal": portal, "Prov": prov, "Directory": directory,
+	}); err != nil {
+		return nil, err
+	}
+	return config.Parse(b.Bytes(), "demo.yaml")
+}
+
+// Run starts the demo backends and the gateway in front of them, prints what
+// to try, and runs until ctx is done.
+func Run(ctx context.Context, o Options) error {
+	if o.Web == "" {
+		o.Web = "127.0.0.1:8080"
+	}
+	if o.LDAP == "" {
+		o.LDAP = "127.0.0.1:8389"
+	}
+	if o.DataDir == "" {
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			dir = os.TempDir()
+		}
+		o.DataDir = filepath.Join(dir, "pbxgate-demo")
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	backendLn := func() (net.Listener, error) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err == nil {
+			lns = append(lns, ln)
+		}
+		return ln, err
+	}
+	portal, err := backendLn()
+	if err != nil {
+		return err
+	}
+	prov, err := backendLn()
+	if err != nil {
+		return err
+	}
+	dir, err := backendLn()
+	if err != nil {
+		return err
+	}
+	cfg, err := Config(o, portal.Addr().String(), prov.Addr().String(), dir.Addr().String())
+	if err != nil {
+		return fmt.Errorf("demo configuration: %w", err)
+	}
+	g, err := gateway.New(cfg, gateway.Options{Log: o.Log})
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 3)
+	blog := o.Log.With("component", "demo-backend")
+	go func() { errc <- ServeHTTP(ctx, portal, "portal", blog) }()
+	go func() { errc <- ServeHTTP(ctx, prov, "provisioning", blog) }()
+	go func() { errc <- ServeLDAP(ctx, dir, Users, blog) }()
+
+	if err := g.Start(ctx); err != nil {
+		cancel()
+		for range 3 {
+			<-errc
+		}
+		return err
+	}
+	printTry(o.Out, o.Web, o.LDAP)
+	var first error
+	select {
+	case <-ctx.Done():
+	case first = <-errc:
+		cancel()
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), cfg.Timeouts.Shutdown.D())
+	defer scancel()
+	err = errors.Join(first, g.Shutdown(sctx))
+	return err
+}
+
+func printTry(w io.Writer, web, ldapAddr string) {
+	host, port, _ := net.SplitHostPort(web)
+	_, lport, _ := net.SplitHostPort(ldapAddr)
+	prov := "prov.demo.test:" + port + ":" + host
+	lines := []string{
+		"",
+		"pbxgate demo is running. Try, from another terminal:",
+		"",
+		"  # Host routing: unknown hosts go to the default service (portal)",
+		"  curl -s http://" + web + "/",
+		"  curl -s -H 'Host: portal.demo.test' http://" + web + "/hello",
+		"  # the same port speaks TLS (self-signed certificate, hence -k) and HTTP/2",
+		"  curl -sk --http2 https://" + web + "/",
+		"  # path rules on the provisioning host: /app/provision/ open, / and /login.php denied (403)",
+		"  curl -s --resolve " + prov + " http://prov.demo.test:" + port + "/app/provision/001122334455.cfg",
+		"  curl -si --resolve " + prov + " http://prov.demo.test:" + port + "/login.php",
+		"  # the CDR import URL is reserved to the SIP nodes' network 10.20.0.0/24: 403 from here",
+		"  curl -si --resolve " + prov + " -X POST http://prov.demo.test:" + port + "/app/xml_cdr/xml_cdr_import.php",
+		"  # a wrong password at the service is reported as an event",
+		"  curl -si -u demo:wrong http://" + web + "/login",
+		"",
+		"  # LDAP routed by bind domain (ldap:// and ldaps:// on one port)",
+		"  ldapsearch -x -H ldap://" + ldapAddr + " -D alice@demo.test -w alice-secret -b dc=demo,dc=test",
+		"  ldapsearch -x -H ldap://" + ldapAddr + " -D 'DEMO\\bob' -w bob-secret -b dc=demo,dc=test",
+		"  LDAPTLS_REQCERT=never ldapsearch -x -H ldaps://127.0.0.1:" + lport + " -D cn=carol,ou=people,dc=demo,dc=test -w carol-secret -b dc=demo,dc=test",
+		"  ldapsearch -x -H ldap://" + ldapAddr + " -D alice@demo.test -w wrong -b dc=demo,dc=test   # → event",
+		"",
+		"Events and access lines appear in this terminal. Ctrl-C stops the demo.",
+		"",
+	}
+	fmt.Fprintln(w, strings.Join(lines, "\n"))
+}
