@@ -85,3 +85,21 @@ func prune(n *yaml.Node) {
 	}
 	n.Content = kept
 }
+
+// Where returns "file:line: path" for a configuration path such as
+// "services[2].backend.ca", so errors found after validation (an unreadable
+// certificate, a CA file) point at the line that caused them. The line is
+// the nearest one written for path; file and line are left out when unknown.
+func (c *Config) Where(path string) string {
+	loc := c.File
+	if l := c.pos.line(path); l > 0 {
+		if loc != "" {
+			loc += ":"
+		}
+		loc += fmt.Sprint(l)
+	}
+	if loc == "" {
+		return path
+	}
+	return loc + ": " + path
+}

@@ -71,10 +71,10 @@ func (g *Gateway) buildMode(cfg *config.Config, dry bool) (*runtime, error) {
 	if cfg.TLS.MinVersion == "1.3" {
 		minTLS = tls.VersionTLS13
 	}
-	for _, s := range cfg.Services {
+	for i, s := range cfg.Services {
 		d, err := newDialer(cfg, s, minTLS)
 		if err != nil {
-			fail(fmt.Errorf("service %s: %w", s.Name, err))
+			fail(fmt.Errorf("%s (service %s): %w", cfg.Where(fmt.Sprintf("services[%d].backend", i)), s.Name, err))
 			continue
 		}
 		rt.dialers[s.Name] = d
@@ -82,10 +82,10 @@ func (g *Gateway) buildMode(cfg *config.Config, dry bool) (*runtime, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	for _, lc := range cfg.Listeners {
+	for i, lc := range cfg.Listeners {
 		lrt, err := g.buildListener(rt, lc, minTLS)
 		if err != nil {
-			fail(fmt.Errorf("listener %s: %w", lc.Name, err))
+			fail(fmt.Errorf("%s (listener %s): %w", cfg.Where(fmt.Sprintf("listeners[%d]", i)), lc.Name, err))
 			continue
 		}
 		rt.listeners[lc.Name] = lrt
@@ -142,9 +142,20 @@ func (rt *runtime) loadCerts(cfg *config.Config, dry bool) error {
 		return nil
 	}
 	rt.firstCert = pairs[0].Name
+	// Each pair alone first, so every problem points at its line; then all
+	// together for what only the set can tell (duplicate names and hosts).
+	var errs []error
+	for i, p := range pairs {
+		if _, err := certs.Load([]certs.Pair{p}); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", cfg.Where(fmt.Sprintf("tls.certificates[%d]", i)), err))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
 	st, err := certs.Load(pairs)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", cfg.Where("tls.certificates"), err)
 	}
 	rt.certs = st
 	return nil
