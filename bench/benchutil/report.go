@@ -1,0 +1,370 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// results are the flat dotted key=value lines bench/run.sh appends to its
+// raw file, e.g. "http.pbxgate.rps=51234.5". A later line for the same key
+// wins.
+type results map[string]string
+
+func readResults(path string) (results, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r := results{}
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(text, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%s:%d: want key=value, got %q", path, line, text)
+		}
+		r[k] = v
+	}
+	return r, sc.Err()
+}
+
+// num returns the value of key as a number, and false when it is missing or
+// not a number.
+func (r results) num(key string) (float64, bool) {
+	v, err := strconv.ParseFloat(r[key], 64)
+	return v, err == nil
+}
+
+// ratio returns a/b when both are present and b is not zero.
+func (r results) ratio(a, b string) (float64, bool) {
+	x, ok1 := r.num(a)
+	y, ok2 := r.num(b)
+	if !ok1 || !ok2 || y == 0 {
+		return 0, false
+	}
+	return x / y, true
+}
+
+// diff returns a-b when both are present.
+func (r results) diff(a, b string) (float64, bool) {
+	x, ok1 := r.num(a)
+	y, ok2 := r.num(b)
+	return x - y, ok1 && ok2
+}
+
+func fmtNum(v float64, ok bool, format string) string {
+	if !ok {
+		return "n/a"
+	}
+	return fmt.Sprintf(format, v)
+}
+
+// int formats an integer-valued key with thousands separators.
+func (r results) int(key string) string {
+	v, ok := r.num(key)
+	if !ok {
+		return "n/a"
+	}
+	return group(int64(math.Round(v)))
+}
+
+func group(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+// ms formats a microsecond key as milliseconds.
+func (r results) ms(key string) string {
+	v, ok := r.num(key)
+	return fmtNum(v/1000, ok, "%.3f ms")
+}
+
+// mb formats a kilobyte key as megabytes (MiB).
+func (r results) mb(key string) string {
+	v, ok := r.num(key)
+	return fmtNum(v/1024, ok, "%.1f MiB")
+}
+
+// verdict is one target's outcome.
+type verdict struct {
+	Target string   `json:"target"`
+	Value  *float64 `json:"value"`
+	Pass   *bool    `json:"pass"`
+}
+
+func check(target string, v float64, ok bool, pass func(float64) bool) verdict {
+	if !ok {
+		return verdict{Target: target}
+	}
+	p := pass(v)
+	return verdict{Target: target, Value: &v, Pass: &p}
+}
+
+func (v verdict) String() string {
+	switch {
+	case v.Pass == nil:
+		return "n/a"
+	case *v.Pass:
+		return "PASS"
+	default:
+		return "FAIL"
+	}
+}
+
+var httpCases = []struct{ key, label string }{
+	{"direct", "direct to origin (no proxy)"},
+	{"haproxy", "HAProxy, plain"},
+	{"pbxgate", "pbxgate, plain"},
+	{"pbxgate_access", "pbxgate, plain, access log on"},
+	{"haproxy_tls", "HAProxy, TLS"},
+	{"pbxgate_tls", "pbxgate, TLS"},
+}
+
+// report reads the raw results, writes the table to stdout and txtPath and
+// the JSON summary to jsonPath.
+func report(stdout io.Writer, rawPath, txtPath, jsonPath string) error {
+	r, err := readResults(rawPath)
+	if err != nil {
+		return err
+	}
+	txt, err := os.Create(txtPath)
+	if err != nil {
+		return err
+	}
+	defer txt.Close()
+	verdicts := writeTable(io.MultiWriter(stdout, txt), r)
+
+	derived := map[string]any{}
+	put := func(name string) func(float64, bool) {
+		return func(v float64, ok bool) {
+			if ok {
+				derived[name] = math.Round(v*1000) / 1000
+			}
+		}
+	}
+	put("http_ratio_plain")(ratioOf(r, "pbxgate", "haproxy"))
+	put("http_ratio_tls")(ratioOf(r, "pbxgate_tls", "haproxy_tls"))
+	put("access_log_cost")(r.ratio("http.pbxgate_access.rps", "http.pbxgate.rps"))
+	put("added_p99_us_pbxgate")(r.diff("rate.pbxgate.p99_us", "rate.direct.p99_us"))
+	put("added_p99_us_haproxy")(r.diff("rate.haproxy.p99_us", "rate.direct.p99_us"))
+	put("tcp_ratio_down")(r.ratio("tcp.pbxgate.down_mbps", "tcp.direct.down_mbps"))
+	put("tcp_ratio_up")(r.ratio("tcp.pbxgate.up_mbps", "tcp.direct.up_mbps"))
+
+	out := map[string]any{"results": nest(r), "derived": derived, "targets": verdicts}
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(jsonPath, append(b, '\n'), 0o644)
+}
+
+func ratioOf(r results, a, b string) (float64, bool) {
+	return r.ratio("http."+a+".rps", "http."+b+".rps")
+}
+
+// writeTable prints the human summary and returns the target verdicts.
+func writeTable(w io.Writer, r results) map[string]verdict {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	line := func(cells ...string) { fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t") }
+	flush := func() { tw.Flush(); fmt.Fprintln(w) }
+
+	fmt.Fprintf(w, "pbxgate benchmarks, %s\n", r["meta.date"])
+	fmt.Fprintf(w, "machine: %s, %s cores, %s; %s\n", r["meta.cpu"], r["meta.cores"], r["meta.kernel"], r["meta.os"])
+	fmt.Fprintf(w, "pbxgate %s at %s (%s), %s, %s, %s\n", r["meta.pbxgate_version"], r["meta.commit"], r["meta.go"], r["meta.haproxy"], r["meta.wrk"], r["meta.origin"])
+	fmt.Fprintf(w, "pinning: %s\n", r["meta.pinning"])
+	fmt.Fprintf(w, "CPU idle just before the run: %s%%; load average at start %s, at end %s\n", r["meta.idle_before_pct"], r["meta.loadavg"], r["meta.loadavg_end"])
+	if idle, ok := r.num("meta.idle_before_pct"); ok && idle < 90 {
+		fmt.Fprintf(w, "WARNING: the machine was busy before the run (%.0f%% idle): other processes compete for the CPUs and the numbers are unreliable\n", idle)
+	}
+	var busy []string
+	for _, step := range []string{"http", "rate", "tcp", "idle"} {
+		if idle, ok := r.num("meta.idle_before_" + step + "_pct"); ok && idle < 90 {
+			busy = append(busy, fmt.Sprintf("%s (%.0f%% idle)", step, idle))
+		}
+	}
+	if len(busy) > 0 {
+		fmt.Fprintf(w, "WARNING: something else was using the CPUs before step(s) %s: those numbers are unreliable\n", strings.Join(busy, ", "))
+	}
+	fmt.Fprintln(w)
+
+	v := map[string]verdict{}
+
+	fmt.Fprintf(w, "1. HTTP small response, keep-alive: wrk -t1 -c%s -d%s --latency (throughput), and wrk -t1 -c1 -d%s (latency)\n",
+		r["meta.wrk_conns"], r["meta.duration"], r["meta.lat_duration"])
+	line("case", "req/s", "p50", "p99", "errors", "c1 req/s", "c1 p50", "c1 p99")
+	for _, c := range httpCases {
+		p := "http." + c.key + "."
+		q := "http_c1." + c.key + "."
+		if _, ok := r[p+"rps"]; !ok {
+			if _, ok := r[q+"rps"]; !ok {
+				continue
+			}
+		}
+		errs, _ := r.num(p + "errors")
+		non2xx, _ := r.num(p + "non2xx")
+		line(c.label, r.int(p+"rps"), r.ms(p+"p50_us"), r.ms(p+"p99_us"), group(int64(errs+non2xx)),
+			r.int(q+"rps"), r.ms(q+"p50_us"), r.ms(q+"p99_us"))
+	}
+	flush()
+	rp, okp := ratioOf(r, "pbxgate", "haproxy")
+	rt, okt := ratioOf(r, "pbxgate_tls", "haproxy_tls")
+	v["http_plain_vs_haproxy"] = check("pbxgate/HAProxy req/s >= 0.80 (plain)", rp, okp, func(x float64) bool { return x >= 0.8 })
+	v["http_tls_vs_haproxy"] = check("pbxgate/HAProxy req/s >= 0.80 (TLS)", rt, okt, func(x float64) bool { return x >= 0.8 })
+	fmt.Fprintf(w, "req/s ratio pbxgate/HAProxy: plain %s [%s], TLS %s [%s] (target >= 0.80)\n",
+		fmtNum(rp, okp, "%.2f"), v["http_plain_vs_haproxy"], fmtNum(rt, okt, "%.2f"), v["http_tls_vs_haproxy"])
+	if a, ok := r.ratio("http.pbxgate_access.rps", "http.pbxgate.rps"); ok {
+		fmt.Fprintf(w, "access log on (level info, %s lines written to a file) keeps %.0f%% of pbxgate's plain req/s\n", r.int("meta.access_log_lines"), a*100)
+	}
+	if d, ok := r.num("http.direct.rps"); ok {
+		for _, c := range []string{"haproxy", "pbxgate"} {
+			if x, ok := r.num("http." + c + ".rps"); ok && x > 0.9*d {
+				fmt.Fprintf(w, "WARNING: %s reached %.0f%% of the direct rate: the load generator/origin core may be the limit\n", c, 100*x/d)
+			}
+		}
+	}
+	fmt.Fprintln(w)
+
+	fmt.Fprintf(w, "2. Open-loop constant rate %s req/s (%s), %s conns, %s measured after %s warm-up\n",
+		r.int("rate.target_rps"), r["rate.basis"], r["rate.conns"], r["rate.duration"], r["rate.warmup"])
+	line("case", "achieved req/s", "p50", "p90", "p99", "p99.9", "max", "errors", "dropped")
+	for _, c := range []struct{ key, label string }{{"direct", "direct to origin"}, {"haproxy", "HAProxy, plain"}, {"pbxgate", "pbxgate, plain"}} {
+		p := "rate." + c.key + "."
+		if _, ok := r[p+"rps"]; !ok {
+			continue
+		}
+		errs, _ := r.num(p + "errors")
+		non2xx, _ := r.num(p + "non2xx")
+		line(c.label, r.int(p+"rps"), r.ms(p+"p50_us"), r.ms(p+"p90_us"), r.ms(p+"p99_us"), r.ms(p+"p999_us"), r.ms(p+"max_us"),
+			group(int64(errs+non2xx)), r.int(p+"dropped"))
+	}
+	flush()
+	ap, okap := r.diff("rate.pbxgate.p99_us", "rate.direct.p99_us")
+	ah, okah := r.diff("rate.haproxy.p99_us", "rate.direct.p99_us")
+	v["added_p99"] = check("added p99 through pbxgate < 1 ms at half peak", ap, okap, func(x float64) bool { return x < 1000 })
+	fmt.Fprintf(w, "added p99: pbxgate %s [%s] (target < 1 ms), HAProxy %s\n\n",
+		fmtNum(ap/1000, okap, "%.3f ms"), v["added_p99"], fmtNum(ah/1000, okah, "%.3f ms"))
+
+	fmt.Fprintf(w, "3. TCP relay, %s stream(s) of %s bytes each way, best of %s (client speaks first; down = origin sends)\n", r["tcp.streams"], r.int("tcp.bytes"), r["tcp.repeat"])
+	line("case", "down MB/s", "up MB/s")
+	for _, c := range []struct{ key, label string }{{"direct", "direct to origin"}, {"haproxy", "HAProxy, mode tcp"}, {"pbxgate", "pbxgate, protocols [tcp]"}} {
+		p := "tcp." + c.key + "."
+		if _, ok := r[p+"down_mbps"]; !ok {
+			continue
+		}
+		line(c.label, r.int(p+"down_mbps"), r.int(p+"up_mbps"))
+	}
+	flush()
+	td, okd := r.ratio("tcp.pbxgate.down_mbps", "tcp.direct.down_mbps")
+	tu, oku := r.ratio("tcp.pbxgate.up_mbps", "tcp.direct.up_mbps")
+	tmin, okmin := math.Min(td, tu), okd && oku
+	v["tcp_relay"] = check("pbxgate TCP relay >= 0.80 of direct (worse direction)", tmin, okmin, func(x float64) bool { return x >= 0.8 })
+	fmt.Fprintf(w, "pbxgate/direct: down %s, up %s [%s] (target >= 0.80)\n\n", fmtNum(td, okd, "%.2f"), fmtNum(tu, oku, "%.2f"), v["tcp_relay"])
+
+	fmt.Fprintf(w, "4. %s idle TLS keep-alive connections (handshake + 1 request each, then idle)\n", r.int("rss.conns"))
+	line("case", "open", "failed", "RSS before", "RSS with conns", "peak RSS", "KiB/conn", "setup s")
+	for _, c := range []struct{ key, label string }{{"pbxgate", "pbxgate"}, {"pbxgate_memlimit", "pbxgate, GOMEMLIMIT=" + r["rss.memlimit"]}, {"haproxy", "HAProxy"}} {
+		p := "rss." + c.key + "."
+		if _, ok := r[p+"rss_kb"]; !ok {
+			continue
+		}
+		per := "n/a"
+		if d, ok := r.diff(p+"rss_kb", p+"rss_before_kb"); ok {
+			if n, ok := r.num(p + "open"); ok && n > 0 {
+				per = fmt.Sprintf("%.1f", d/n)
+			}
+		}
+		line(c.label, r.int(p+"open"), r.int(p+"failed"), r.mb(p+"rss_before_kb"), r.mb(p+"rss_kb"), r.mb(p+"hwm_kb"), per, r[p+"setup_secs"])
+	}
+	flush()
+	rss, okr := r.num("rss.pbxgate.rss_kb")
+	open, _ := r.num("rss.pbxgate.open")
+	want, _ := r.num("rss.conns")
+	v["idle_tls_rss"] = check("pbxgate VmRSS with 10k idle TLS conns < 300 MB", rss*1024/1e6, okr && open == want && want > 0, func(x float64) bool { return x < 300 })
+	fmt.Fprintf(w, "pbxgate RSS %s [%s] (target < 300 MB with every connection open)\n\n", fmtNum(rss*1024/1e6, okr, "%.0f MB"), v["idle_tls_rss"])
+
+	if gb := r["gobench.names"]; gb != "" {
+		fmt.Fprintln(w, "5. Go micro-benchmarks of the routing path (go test -bench -benchmem)")
+		line("benchmark", "ns/op", "B/op", "allocs/op")
+		for _, name := range strings.Fields(gb) {
+			p := "gobench." + name + "."
+			line(name, r[p+"ns_op"], r[p+"b_op"], r[p+"allocs_op"])
+		}
+		flush()
+		over := allocOffenders(r, strings.Fields(gb))
+		v["routing_allocs"] = check("sniff + route decision allocates nothing beyond the read buffer", float64(len(over)), true, func(x float64) bool { return x == 0 })
+		fmt.Fprintf(w, "routing path allocations [%s] (0 allocs/op; Prepare may allocate the replay buffer and the Conn: <= 2)", v["routing_allocs"])
+		if len(over) > 0 {
+			fmt.Fprintf(w, ": over in %s", strings.Join(over, ", "))
+		}
+		fmt.Fprintln(w)
+	}
+	return v
+}
+
+// allocOffenders lists the micro-benchmarks that allocate more than the
+// routing path may: nothing, except Prepare, which hands on the replay
+// buffer and the connection (two allocations).
+func allocOffenders(r results, names []string) []string {
+	var over []string
+	for _, name := range names {
+		n, ok := r.num("gobench." + name + ".allocs_op")
+		if !ok {
+			continue
+		}
+		allowed := 0.0
+		if name == "Prepare" {
+			allowed = 2
+		}
+		if n > allowed {
+			over = append(over, fmt.Sprintf("%s (%g)", name, n))
+		}
+	}
+	return over
+}
+
+// nest turns dotted keys into nested maps, numbers into float64.
+func nest(r results) map[string]any {
+	root := map[string]any{}
+	for k, val := range r {
+		parts := strings.Split(k, ".")
+		m := root
+		for _, p := range parts[:len(parts)-1] {
+			sub, ok := m[p].(map[string]any)
+			if !ok {
+				sub = map[string]any{}
+				m[p] = sub
+			}
+			m = sub
+		}
+		leaf := parts[len(parts)-1]
+		if f, err := strconv.ParseFloat(val, 64); err == nil && !strings.HasPrefix(k, "meta.") {
+			m[leaf] = f
+		} else {
+			m[leaf] = val
+		}
+	}
+	return root
+}

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestReportVerdicts(t *testing.T) {
+	tests := []struct {
+		name string
+		raw  string
+		want map[string]*bool // nil: n/a
+	}{
+		{
+			name: "all-pass",
+			raw: `http.haproxy.rps=100
+http.pbxgate.rps=90
+http.haproxy_tls.rps=50
+http.pbxgate_tls.rps=40
+rate.direct.p99_us=100
+rate.pbxgate.p99_us=900
+tcp.direct.down_mbps=1000
+tcp.direct.up_mbps=1000
+tcp.pbxgate.down_mbps=900
+tcp.pbxgate.up_mbps=800
+rss.conns=10000
+rss.pbxgate.open=10000
+rss.pbxgate.rss_kb=200000
+gobench.names=Classify/tls Prepare
+gobench.Classify/tls.allocs_op=0
+gobench.Prepare.allocs_op=2
+`,
+			want: map[string]*bool{"http_plain_vs_haproxy": ptr(true), "http_tls_vs_haproxy": ptr(true), "added_p99": ptr(true),
+				"tcp_relay": ptr(true), "idle_tls_rss": ptr(true), "routing_allocs": ptr(true)},
+		},
+		{
+			name: "all-fail",
+			raw: `http.haproxy.rps=100
+http.pbxgate.rps=79
+http.haproxy_tls.rps=50
+http.pbxgate_tls.rps=39
+rate.direct.p99_us=100
+rate.pbxgate.p99_us=1100
+tcp.direct.down_mbps=1000
+tcp.direct.up_mbps=1000
+tcp.pbxgate.down_mbps=900
+tcp.pbxgate.up_mbps=700
+rss.conns=10000
+rss.pbxgate.open=10000
+rss.pbxgate.rss_kb=300000
+gobench.names=Decide Prepare
+gobench.Decide.allocs_op=1
+gobench.Prepare.allocs_op=2
+`,
+			want: map[string]*bool{"http_plain_vs_haproxy": ptr(false), "http_tls_vs_haproxy": ptr(false), "added_p99": ptr(false),
+				"tcp_relay": ptr(false), "idle_tls_rss": ptr(false), "routing_allocs": ptr(false)},
+		},
+		{
+			name: "missing-is-na",
+			raw: `http.haproxy.rps=100
+rss.conns=10000
+rss.pbxgate.open=9000
+rss.pbxgate.rss_kb=1000
+`,
+			// Not every connection opened: the memory number does not count.
+			want: map[string]*bool{"http_plain_vs_haproxy": nil, "added_p99": nil, "tcp_relay": nil, "idle_tls_rss": nil},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			raw := filepath.Join(dir, "raw.txt")
+			if err := os.WriteFile(raw, []byte(tc.raw), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := report(io.Discard, raw, filepath.Join(dir, "out.txt"), filepath.Join(dir, "out.json")); err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(filepath.Join(dir, "out.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out struct {
+				Targets map[string]verdict `json:"targets"`
+			}
+			if err := json.Unmarshal(b, &out); err != nil {
+				t.Fatal(err)
+			}
+			for key, want := range tc.want {
+				got := out.Targets[key].Pass
+				switch {
+				case want == nil && got != nil:
+					t.Errorf("%s: got pass=%v, want n/a", key, *got)
+				case want != nil && got == nil:
+					t.Errorf("%s: got n/a, want pass=%v", key, *want)
+				case want != nil && *got != *want:
+					t.Errorf("%s: got pass=%v, want %v", key, *got, *want)
+				}
+			}
+			txt, err := os.ReadFile(filepath.Join(dir, "out.txt"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(txt), "1. HTTP small response") {
+				t.Errorf("table lacks the HTTP section:\n%s", txt)
+			}
+		})
+	}
+}
+
+func TestReadResultsRejectsGarbage(t *testing.T) {
+	raw := filepath.Join(t.TempDir(), "raw.txt")
+	if err := os.WriteFile(raw, []byte("# comment\n\na.b=1\nnot a pair\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readResults(raw); err == nil || !strings.Contains(err.Error(), ":4:") {
+		t.Fatalf("want an error naming line 4, got %v", err)
+	}
+}
+
+func TestNest(t *testing.T) {
+	got := nest(results{"http.pbxgate.rps": "12.5", "meta.go": "1.26", "rate.basis": "half"})
+	b, _ := json.Marshal(got)
+	want := `{"http":{"pbxgate":{"rps":12.5}},"meta":{"go":"1.26"},"rate":{"basis":"half"}}`
+	if string(b) != want {
+		t.Fatalf("nest = %s, want %s", b, want)
+	}
+}
+
+func TestGroup(t *testing.T) {
+	for in, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567", -4500: "-4,500"} {
+		if got := group(in); got != want {
+			t.Errorf("group(%d) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func ptr(b bool) *bool { return &b }

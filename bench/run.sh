@@ -1,0 +1,456 @@
+#!/usr/bin/env bash
+# bench/run.sh: side-by-side benchmarks of pbxgate and HAProxy on loopback.
+# What each step measures and how to read the output: docs/BENCHMARKS.md.
+#
+#   bash bench/run.sh            # about 3-4 minutes with the defaults
+#
+# Not part of the test suite. Needs Go; installs wrk, haproxy and curl with
+# apt-get when they are missing (Debian 12). Builds everything into a
+# temporary directory, picks free loopback ports, and stops every process it
+# started on exit. Results: a table on stdout and in bench/results/latest.txt,
+# the same numbers as JSON in bench/results/latest.json.
+#
+# Knobs (environment):
+#   BENCH_DURATION=10s      wrk throughput run per case
+#   BENCH_LAT_DURATION=5s   wrk -c1 latency run per case
+#   BENCH_CONNS=64          wrk connections for the throughput run
+#   BENCH_RATE_DURATION=10s constant-rate run per case (after BENCH_RATE_WARMUP=2s)
+#   BENCH_RATE_FRACTION=0.5 constant rate as a fraction of pbxgate's peak req/s
+#   BENCH_TCP_BYTES=4294967296  bytes per TCP relay transfer (each direction)
+#   BENCH_TCP_REPEAT=3      transfers per case and direction; the best counts
+#   BENCH_IDLE_CONNS=10000  idle TLS connections for the memory step
+#   BENCH_IDLE_MEMLIMIT=250MiB  also measure pbxgate run with this GOMEMLIMIT
+#                           in the memory step ("" skips that row)
+#   BENCH_PIN=1             pin load tools + origins to CPU 0 and the proxy to
+#                           CPU 1 (proxy gets 1 thread); 0: no pinning, the
+#                           proxy gets one thread per CPU
+#   BENCH_ORIGIN=fast       origin HTTP server: fast (minimal responder) or std (net/http)
+#   BENCH_GO=1              also run the routing-path Go micro-benchmarks
+#   BENCH_STEPS="http rate tcp idle"   which steps to run
+#   PBXGATE_BIN=path        use a prebuilt pbxgate instead of building ./cmd/pbxgate;
+#                           "none" runs only the direct and HAProxy cases
+#   BENCH_KEEP=1            keep the temporary directory (configs, logs)
+#   BENCH_WAIT_IDLE=0       wait up to this many seconds for the CPUs to be
+#                           >= 90 % idle before starting (shared machines)
+set -euo pipefail
+
+DUR=${BENCH_DURATION:-10s}
+LAT_DUR=${BENCH_LAT_DURATION:-5s}
+CONNS=${BENCH_CONNS:-64}
+RATE_DUR=${BENCH_RATE_DURATION:-10s}
+RATE_WARMUP=${BENCH_RATE_WARMUP:-2s}
+RATE_FRACTION=${BENCH_RATE_FRACTION:-0.5}
+TCP_BYTES=${BENCH_TCP_BYTES:-4294967296}
+TCP_REPEAT=${BENCH_TCP_REPEAT:-3}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+IDLE_MEMLIMIT=${BENCH_IDLE_MEMLIMIT-250MiB}
+PIN=${BENCH_PIN:-1}
+ORIGIN_MODE=${BENCH_ORIGIN:-fast}
+GOBENCH=${BENCH_GO:-1}
+STEPS=${BENCH_STEPS:-http rate tcp idle}
+KEEP=${BENCH_KEEP:-0}
+WAIT_IDLE=${BENCH_WAIT_IDLE:-0}
+PBXGATE_BIN=${PBXGATE_BIN:-}
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH_DIR/.." && pwd)
+
+log() { printf '%s bench: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+has_step() { [[ " $STEPS " == *" $1 "* ]]; }
+
+# ---------------------------------------------------------------- processes
+PIDS=()
+WORK=""
+LAST_PID=""
+
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		stop_wait "$pid"
+	done
+	if [[ -n "$WORK" && -d "$WORK" ]]; then
+		if [[ "$KEEP" == 1 ]]; then
+			log "kept $WORK"
+		else
+			rm -rf "$WORK"
+		fi
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# stop_wait PID: wait up to 5 s for PID to exit after SIGTERM, then SIGKILL.
+stop_wait() {
+	local pid=$1 i
+	for ((i = 0; i < 50; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+# start NAME CMD...: run CMD in the background, output to $WORK/NAME.log;
+# sets LAST_PID.
+start() {
+	local name=$1
+	shift
+	"$@" >"$WORK/$name.log" 2>&1 &
+	LAST_PID=$!
+	PIDS+=("$LAST_PID")
+}
+
+# stop PID: stop one process started with start.
+stop() {
+	local pid=$1 p keep=()
+	kill -TERM "$pid" 2>/dev/null || true
+	stop_wait "$pid"
+	for p in "${PIDS[@]}"; do
+		[[ "$p" == "$pid" ]] || keep+=("$p")
+	done
+	PIDS=("${keep[@]}")
+}
+
+# wait_port PORT PID NAME: wait up to 10 s until 127.0.0.1:PORT accepts.
+wait_port() {
+	local port=$1 pid=$2 name=$3 i
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || { cat "$WORK/$name.log" >&2; die "$name exited during start-up"; }
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	cat "$WORK/$name.log" >&2
+	die "$name did not listen on 127.0.0.1:$port within 10 s"
+}
+
+# --------------------------------------------------------------- prerequisites
+need=()
+for pair in wrk:wrk haproxy:haproxy curl:curl taskset:util-linux; do
+	command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+if ((${#need[@]})); then
+	[[ $(id -u) == 0 ]] || die "missing ${need[*]}: run as root or apt-get install -y ${need[*]}"
+	log "installing ${need[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v go >/dev/null || die "needs Go (https://go.dev/dl/) on PATH"
+
+# Each proxied connection needs two descriptors; HAProxy wants 2 x maxconn.
+MAXCONN=$((IDLE_CONNS + 2000))
+ulimit -n $((MAXCONN * 2 + 1024 > 65536 ? MAXCONN * 2 + 1024 : 65536)) 2>/dev/null ||
+	ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+(($(ulimit -n) >= IDLE_CONNS + 1024)) || die "open-file limit $(ulimit -n) too low for $IDLE_CONNS connections (ulimit -n)"
+
+ncpu=$(nproc)
+if [[ "$PIN" == 1 && $ncpu -ge 2 ]]; then
+	GEN=(taskset -c 0)
+	PROXY=(taskset -c 1)
+	THREADS=1
+	PINNING="wrk/loadgen/tcpstream/tlsidle and the origin servers on CPU 0; the proxy under test alone on CPU 1 (HAProxy nbthread 1, pbxgate GOMAXPROCS=1)"
+else
+	GEN=()
+	PROXY=()
+	THREADS=$ncpu
+	PINNING="none; proxies get $THREADS threads (HAProxy nbthread, pbxgate GOMAXPROCS)"
+fi
+
+WORK=$(mktemp -d /tmp/pbxgate-bench.XXXXXX)
+mkdir -p "$WORK/bin" "$WORK/data" "$BENCH_DIR/results"
+RAW="$WORK/raw.txt"
+: >"$RAW"
+put() { printf '%s\n' "$@" >>"$RAW"; }
+
+# ---------------------------------------------------------------------- build
+log "building into $WORK/bin"
+(cd "$REPO" && go build -o "$WORK/bin/" ./bench/backend ./bench/loadgen ./bench/tcpstream ./bench/tlsidle ./bench/benchutil)
+WITH_PBX=1
+if [[ "$PBXGATE_BIN" == none ]]; then
+	WITH_PBX=0
+	log "PBXGATE_BIN=none: running the direct and HAProxy cases only"
+elif [[ -n "$PBXGATE_BIN" ]]; then
+	cp "$PBXGATE_BIN" "$WORK/bin/pbxgate"
+else
+	(cd "$REPO" && go build -o "$WORK/bin/pbxgate" ./cmd/pbxgate)
+fi
+B="$WORK/bin"
+
+read -r -d '' -a ports < <("$B/benchutil" ports 8 && printf '\0')
+ORIGIN_HTTP=${ports[0]} ORIGIN_TCP=${ports[1]}
+HAP_HTTP=${ports[2]} HAP_HTTPS=${ports[3]} HAP_TCP=${ports[4]}
+PBX_HTTP=${ports[5]} PBX_HTTPS=${ports[6]} PBX_TCP=${ports[7]}
+"$B/benchutil" cert "$WORK"
+
+render() { # render TEMPLATE OUT KEY=VALUE...
+	local in=$1 out=$2 kv args=()
+	shift 2
+	for kv in "$@"; do
+		args+=(-e "s|@${kv%%=*}@|${kv#*=}|g")
+	done
+	sed "${args[@]}" "$in" >"$out"
+	! grep -v '^[[:space:]]*#' "$out" | grep '@[A-Z_]*@' || die "unfilled placeholder in $out"
+}
+render "$BENCH_DIR/haproxy.cfg.in" "$WORK/haproxy.cfg" THREADS="$THREADS" MAXCONN="$MAXCONN" \
+	HAP_HTTP="$HAP_HTTP" HAP_HTTPS="$HAP_HTTPS" HAP_TCP="$HAP_TCP" \
+	COMBINED_PEM="$WORK/combined.pem" ORIGIN_HTTP="$ORIGIN_HTTP" ORIGIN_TCP="$ORIGIN_TCP"
+for access in false true; do
+	level=warn
+	[[ "$access" == false ]] || level=info
+	render "$BENCH_DIR/pbxgate.yaml.in" "$WORK/pbxgate-access-$access.yaml" DATA_DIR="$WORK/data" ACCESS="$access" LEVEL="$level" \
+		CERT="$WORK/cert.pem" KEY="$WORK/key.pem" PBX_HTTP="$PBX_HTTP" PBX_HTTPS="$PBX_HTTPS" PBX_TCP="$PBX_TCP" \
+		ORIGIN_HTTP="$ORIGIN_HTTP" ORIGIN_TCP="$ORIGIN_TCP"
+done
+haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejected $WORK/haproxy.cfg"
+
+# ---------------------------------------------------------------------- meta
+# cpu_idle SECONDS: percent of all CPU time idle over the next SECONDS, to
+# tell whether something else was competing with the benchmark.
+cpu_idle() {
+	local a b
+	a=($(head -1 /proc/stat))
+	sleep "$1"
+	b=($(head -1 /proc/stat))
+	awk -v a="${a[*]}" -v b="${b[*]}" 'BEGIN{
+		n = split(a, x, " "); split(b, y, " "); t = 0
+		for (i = 2; i <= n; i++) t += y[i] - x[i]
+		idle = (y[5] - x[5]) + (y[6] - x[6])
+		printf "%.0f", (t > 0 ? 100 * idle / t : 0) }'
+}
+pbx_version=n/a
+if ((WAIT_IDLE > 0)); then
+	waited=0
+	while ((waited < WAIT_IDLE)); do
+		idle=$(cpu_idle 5)
+		((idle >= 90)) && break
+		log "CPUs only $idle % idle; waiting (BENCH_WAIT_IDLE=$WAIT_IDLE)"
+		waited=$((waited + 5))
+	done
+fi
+commit=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
+if ((WITH_PBX)); then
+	pbx_version=$("$B/pbxgate" version 2>/dev/null | head -1 | sed "s/^pbxgate //" || echo unknown)
+fi
+put "meta.date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+	"meta.cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)" \
+	"meta.cores=$ncpu" "meta.kernel=Linux $(uname -r)" \
+	"meta.os=$(. /etc/os-release && echo "$PRETTY_NAME")" \
+	"meta.go=$(go version | awk '{print $3}')" \
+	"meta.haproxy=HAProxy $(haproxy -v | awk 'NR==1{print $3}')" \
+	"meta.wrk=wrk $(wrk --version 2>&1 | awk 'NR==1{print $2}')" \
+	"meta.origin=origin bench/backend -mode $ORIGIN_MODE" \
+	"meta.pbxgate_version=$pbx_version" "meta.commit=$commit" \
+	"meta.pinning=$PINNING" "meta.loadavg=$(cut -d' ' -f1-3 /proc/loadavg)" "meta.idle_before_pct=$(cpu_idle 2)" \
+	"meta.nofile=$(ulimit -n)" "meta.duration=$DUR" "meta.lat_duration=$LAT_DUR" "meta.wrk_conns=$CONNS"
+
+# ------------------------------------------------------------------- servers
+start origin-http "${GEN[@]}" env GOMAXPROCS=1 "$B/backend" -addr "127.0.0.1:$ORIGIN_HTTP" -mode "$ORIGIN_MODE"
+wait_port "$ORIGIN_HTTP" "$LAST_PID" origin-http
+start origin-tcp "${GEN[@]}" env GOMAXPROCS=1 "$B/tcpstream" serve -addr "127.0.0.1:$ORIGIN_TCP"
+wait_port "$ORIGIN_TCP" "$LAST_PID" origin-tcp
+
+HAP_PID="" PBX_PID=""
+start_haproxy() {
+	start haproxy "${PROXY[@]}" haproxy -db -f "$WORK/haproxy.cfg"
+	HAP_PID=$LAST_PID
+	wait_port "$HAP_HTTP" "$HAP_PID" haproxy
+}
+start_pbxgate() { # start_pbxgate ACCESS(true|false) [ENV=VALUE...]
+	local access=$1
+	shift
+	start "pbxgate-access-$access" "${PROXY[@]}" env GOMAXPROCS="$THREADS" "$@" "$B/pbxgate" serve -c "$WORK/pbxgate-access-$access.yaml"
+	PBX_PID=$LAST_PID
+	wait_port "$PBX_HTTP" "$PBX_PID" "pbxgate-access-$access"
+	wait_port "$PBX_HTTPS" "$PBX_PID" "pbxgate-access-$access"
+}
+
+# check_ok URL [CURL-ARGS...]: the proxy path answers 200 "ok".
+check_ok() {
+	local body
+	body=$(curl -fsSk --max-time 5 "$@") || die "GET $1 failed"
+	[[ "$body" == ok ]] || die "GET $1 answered '$body', want 'ok'"
+}
+
+start_haproxy
+check_ok "http://127.0.0.1:$HAP_HTTP/"
+check_ok "https://localhost:$HAP_HTTPS/" --resolve "localhost:$HAP_HTTPS:127.0.0.1"
+if ((WITH_PBX)); then
+	start_pbxgate false
+	check_ok "http://127.0.0.1:$PBX_HTTP/"
+	check_ok "https://localhost:$PBX_HTTPS/" --resolve "localhost:$PBX_HTTPS:127.0.0.1"
+fi
+
+# result_line FILE TAG PREFIX: turn the "TAG k=v k=v" line of FILE into
+# PREFIX.k=v results.
+result_line() {
+	local file=$1 tag=$2 prefix=$3 line kv
+	line=$(grep -m1 "^$tag " "$file") || { cat "$file" >&2; die "no $tag line in $file"; }
+	for kv in ${line#"$tag "}; do
+		put "$prefix.$kv"
+	done
+}
+
+# --------------------------------------------------------- 1. HTTP with wrk
+# wrk_case KEY URL: a short warm-up, the throughput run, the -c1 latency run.
+wrk_case() {
+	local key=$1 url=$2 out="$WORK/wrk-$1.txt"
+	log "http: $key ($url)"
+	timeout 60 "${GEN[@]}" wrk -t1 -c"$CONNS" -d2s "$url" >/dev/null
+	timeout 600 "${GEN[@]}" wrk -t1 -c"$CONNS" -d"$DUR" --latency -s "$BENCH_DIR/wrk-report.lua" "$url" >"$out"
+	result_line "$out" WRKRESULT "http.$key"
+	timeout 600 "${GEN[@]}" wrk -t1 -c1 -d"$LAT_DUR" -s "$BENCH_DIR/wrk-report.lua" "$url" >"$out.c1"
+	result_line "$out.c1" WRKRESULT "http_c1.$key"
+}
+
+if has_step http; then
+	put "meta.idle_before_http_pct=$(cpu_idle 1)"
+	wrk_case direct "http://127.0.0.1:$ORIGIN_HTTP/"
+	wrk_case haproxy "http://127.0.0.1:$HAP_HTTP/"
+	wrk_case haproxy_tls "https://localhost:$HAP_HTTPS/"
+	if ((WITH_PBX)); then
+		wrk_case pbxgate "http://127.0.0.1:$PBX_HTTP/"
+		wrk_case pbxgate_tls "https://localhost:$PBX_HTTPS/"
+		stop "$PBX_PID"
+		start_pbxgate true
+		check_ok "http://127.0.0.1:$PBX_HTTP/"
+		wrk_case pbxgate_access "http://127.0.0.1:$PBX_HTTP/"
+		put "meta.access_log_lines=$(grep -c 'msg="http request"' "$WORK/pbxgate-access-true.log" || true)"
+		stop "$PBX_PID"
+		start_pbxgate false
+	fi
+fi
+
+# ---------------------------------------------- 2. constant-rate added latency
+if has_step rate; then
+	put "meta.idle_before_rate_pct=$(cpu_idle 1)"
+	peak_key=pbxgate
+	((WITH_PBX)) || peak_key=haproxy
+	peak=$(sed -n "s/^http\.$peak_key\.rps=//p" "$RAW" | tail -1)
+	if [[ -z "$peak" ]]; then
+		peak=${BENCH_RATE_PEAK:-}
+		[[ -n "$peak" ]] || die "step rate needs step http (or BENCH_RATE_PEAK=req/s)"
+		basis="$RATE_FRACTION x BENCH_RATE_PEAK $peak"
+	else
+		basis="$RATE_FRACTION x $peak_key peak $(printf '%.0f' "$peak") req/s"
+	fi
+	rate=$(awk -v p="$peak" -v f="$RATE_FRACTION" 'BEGIN{printf "%d", p*f}')
+	put "rate.target_rps=$rate" "rate.basis=$basis" "rate.conns=$CONNS" "rate.duration=$RATE_DUR" "rate.warmup=$RATE_WARMUP"
+	rate_case() { # rate_case KEY URL
+		log "rate: $1 $rate req/s ($2)"
+		timeout 600 "${GEN[@]}" "$B/loadgen" -url "$2" -rate "$rate" -conns "$CONNS" \
+			-duration "$RATE_DUR" -warmup "$RATE_WARMUP" >"$WORK/rate-$1.txt"
+		result_line "$WORK/rate-$1.txt" RATERESULT "rate.$1"
+	}
+	rate_case direct "http://127.0.0.1:$ORIGIN_HTTP/"
+	rate_case haproxy "http://127.0.0.1:$HAP_HTTP/"
+	if ((WITH_PBX)); then
+		rate_case pbxgate "http://127.0.0.1:$PBX_HTTP/"
+	fi
+fi
+
+# ------------------------------------------------------------ 3. TCP relay
+if has_step tcp; then
+	put "meta.idle_before_tcp_pct=$(cpu_idle 1)"
+	put "tcp.bytes=$TCP_BYTES" "tcp.streams=1" "tcp.repeat=$TCP_REPEAT"
+	tcp_case() { # tcp_case KEY PORT: best of TCP_REPEAT transfers each way
+		local dir i best mbps
+		for dir in down up; do
+			best=0
+			for ((i = 1; i <= TCP_REPEAT; i++)); do
+				log "tcp: $1 $dir $TCP_BYTES bytes ($i/$TCP_REPEAT)"
+				timeout 300 "${GEN[@]}" "$B/tcpstream" client -addr "127.0.0.1:$2" -bytes "$TCP_BYTES" -dir "$dir" \
+					>"$WORK/tcp-$1-$dir.txt"
+				mbps=$(sed -n 's/^TCPRESULT mbps=\([0-9.]*\) .*/\1/p' "$WORK/tcp-$1-$dir.txt")
+				[[ -n "$mbps" ]] || { cat "$WORK/tcp-$1-$dir.txt" >&2; die "no TCPRESULT from tcpstream"; }
+				best=$(awk -v a="$best" -v b="$mbps" 'BEGIN{print (b > a ? b : a)}')
+			done
+			put "tcp.$1.${dir}_mbps=$best"
+		done
+	}
+	tcp_case direct "$ORIGIN_TCP"
+	tcp_case haproxy "$HAP_TCP"
+	if ((WITH_PBX)); then
+		tcp_case pbxgate "$PBX_TCP"
+	fi
+fi
+
+# ------------------------------------------------- 4. idle TLS connections
+vm() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status"; } # vm PID VmRSS -> kB
+if has_step idle; then
+	put "meta.idle_before_idle_pct=$(cpu_idle 1)"
+	put "rss.conns=$IDLE_CONNS"
+	# idle_case KEY PID PORT: fresh proxy PID, hold IDLE_CONNS connections, read its memory.
+	idle_case() {
+		local key=$1 pid=$2 port=$3 ready="$WORK/idle-$1.ready" i
+		sleep 1
+		put "rss.$key.rss_before_kb=$(vm "$pid" VmRSS)"
+		log "idle: $key, opening $IDLE_CONNS TLS connections"
+		start "tlsidle-$key" "${GEN[@]}" "$B/tlsidle" -addr "127.0.0.1:$port" -n "$IDLE_CONNS" -hold 5m -ready "$ready"
+		local cpid=$LAST_PID
+		for ((i = 0; i < 1800; i++)); do
+			[[ -e "$ready" ]] && break
+			kill -0 "$cpid" 2>/dev/null || { cat "$WORK/tlsidle-$key.log" >&2; die "tlsidle exited early"; }
+			sleep 0.1
+		done
+		[[ -e "$ready" ]] || die "tlsidle did not finish opening connections within 180 s"
+		sleep 2
+		put "rss.$key.rss_kb=$(vm "$pid" VmRSS)" "rss.$key.hwm_kb=$(vm "$pid" VmHWM)" \
+			"rss.$key.fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 | wc -l)"
+		result_line "$WORK/tlsidle-$key.log" IDLERESULT "rss.$key"
+		stop "$cpid"
+	}
+	stop "$HAP_PID"
+	if ((WITH_PBX)); then
+		stop "$PBX_PID"
+		start_pbxgate false
+		idle_case pbxgate "$PBX_PID" "$PBX_HTTPS"
+		stop "$PBX_PID"
+		if [[ -n "$IDLE_MEMLIMIT" ]]; then
+			put "rss.memlimit=$IDLE_MEMLIMIT"
+			start_pbxgate false GOMEMLIMIT="$IDLE_MEMLIMIT"
+			idle_case pbxgate_memlimit "$PBX_PID" "$PBX_HTTPS"
+			stop "$PBX_PID"
+		fi
+	fi
+	start_haproxy
+	idle_case haproxy "$HAP_PID" "$HAP_HTTPS"
+fi
+
+# ------------------------------------------ 5. Go micro-benchmarks (routing)
+if [[ "$GOBENCH" == 1 ]] && ((WITH_PBX)); then
+	pkgs=()
+	for p in ./internal/sniff ./internal/listen ./internal/httpproxy ./internal/certs ./internal/ldap; do
+		[[ -d "$REPO/$p" ]] && pkgs+=("$p")
+	done
+	if ((${#pkgs[@]})); then
+		log "go micro-benchmarks: ${pkgs[*]}"
+		(cd "$REPO" && timeout 300 go test -run '^$' -bench "${BENCH_GO_PATTERN:-Classify|ServerName|Prepare|Decide|Lookup|DomainDN|ParseRequest}" -benchmem -benchtime=200ms "${pkgs[@]}") \
+			>"$WORK/gobench.txt" 2>&1 || { cat "$WORK/gobench.txt" >&2; die "go micro-benchmarks failed"; }
+		names=()
+		while read -r name ns b allocs; do
+			name=${name#Benchmark}
+			name=${name%-*}
+			name=${name//./_}
+			names+=("$name")
+			put "gobench.$name.ns_op=$ns" "gobench.$name.b_op=$b" "gobench.$name.allocs_op=$allocs"
+		done < <(awk '/^Benchmark.*allocs\/op/ {
+			for (i = 2; i <= NF; i++) {
+				if ($i == "ns/op") ns = $(i-1)
+				if ($i == "B/op") b = $(i-1)
+				if ($i == "allocs/op") a = $(i-1)
+			}
+			print $1, ns, b, a }' "$WORK/gobench.txt")
+		put "gobench.names=${names[*]}"
+	fi
+fi
+
+# ------------------------------------------------------------------ report
+put "meta.loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+"$B/benchutil" report "$RAW" "$BENCH_DIR/results/latest.txt" "$BENCH_DIR/results/latest.json"
+cp "$RAW" "$BENCH_DIR/results/latest.raw"
+log "wrote bench/results/latest.txt and bench/results/latest.json"
