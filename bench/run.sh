@@ -429,7 +429,7 @@ if [[ "$GOBENCH" == 1 ]] && ((WITH_PBX)); then
 	done
 	if ((${#pkgs[@]})); then
 		log "go micro-benchmarks: ${pkgs[*]}"
-		(cd "$REPO" && timeout 300 go test -run '^$' -bench "${BENCH_GO_PATTERN:-Classify|ServerName|Prepare|Decide|Lookup|DomainDN|ParseRequest}" -benchmem -benchtime=200ms "${pkgs[@]}") \
+		(cd "$REPO" && timeout 300 go test -run '^$' -bench "${BENCH_GO_PATTERN:-Classify|ServerName|Prepare|Decide|Lookup|RouteDecision}" -benchmem -benchtime=200ms "${pkgs[@]}") \
 			>"$WORK/gobench.txt" 2>&1 || { cat "$WORK/gobench.txt" >&2; die "go micro-benchmarks failed"; }
 		names=()
 		while read -r name ns b allocs; do

@@ -335,11 +335,8 @@ func (g *Gateway) buildLDAP(rt *runtime, lc config.Listener) (*ldap.Proxy, error
 		return &ldap.Target{Service: v, Dial: d.Dial}
 	}
 	return ldap.New(ldap.Options{
-		Listener: lc.Name,
-		Route: func(domain string) (ldap.Target, bool) {
-			t, ok := routes[domain]
-			return t, ok
-		},
+		Listener:   lc.Name,
+		Routes:     routes,
 		Anonymous:  policy(cfg.LDAP.Anonymous),
 		SASL:       policy(cfg.LDAP.SASL),
 		StartTLS:   policy(cfg.LDAP.StartTLS),

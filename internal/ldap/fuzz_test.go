@@ -64,6 +64,15 @@ func FuzzParseRequest(f *testing.F) {
 			}
 			return
 		}
+		// The proxy's variant agrees, with the name left in the message.
+		raw, name, rawErr := parseRequest(data)
+		raw.Name = string(name)
+		if rawErr != nil || raw != req {
+			t.Fatalf("parseRequest = %+v, %v; ParseRequest = %+v", raw, rawErr, req)
+		}
+		if len(name) > 0 && !within(data, name) {
+			t.Fatal("parseRequest copied the bind name")
+		}
 		if req.MessageID < 0 || req.MessageID > 1<<31-1 {
 			t.Fatalf("message ID %d out of range", req.MessageID)
 		}
@@ -161,6 +170,44 @@ func FuzzDomain(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzAppendDomain checks the allocation-free AppendDomain, Domain, User
+// and eventUser against the first implementation, kept in name_ref_test.go.
+func FuzzAppendDomain(f *testing.F) {
+	for _, tt := range nameCases {
+		f.Add(tt.name)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		want := refDomain(name)
+		if got := Domain(name); got != want {
+			t.Fatalf("Domain(%q) = %q, reference %q", name, got, want)
+		}
+		if got := AppendDomain([]byte("p."), []byte(name)); string(got) != "p."+want {
+			t.Fatalf("AppendDomain(p., %q) = %q, reference %q", name, got, want)
+		}
+		var buf [maxDomainLen]byte
+		if got := AppendDomain(buf[:0], []byte(name)); string(got) != want {
+			t.Fatalf("AppendDomain(%q) = %q, reference %q", name, got, want)
+		}
+		wantUser := refUser(name)
+		if got := User(name); got != wantUser {
+			t.Fatalf("User(%q) = %q, reference %q", name, got, wantUser)
+		}
+		if got := eventUser([]byte(name)); got != clipUser(wantUser) {
+			t.Fatalf("eventUser(%q) = %q, reference %q", name, got, clipUser(wantUser))
+		}
+	})
+}
+
+// within reports whether sub is a slice of b's memory.
+func within(b, sub []byte) bool {
+	for i := range b {
+		if &b[i] == &sub[0] {
+			return true
+		}
+	}
+	return false
 }
 
 func upperASCII(s string) string {

@@ -24,8 +24,8 @@ func pipeProxy(t *testing.T, chatter int) (client net.Conn, done <-chan error, r
 	rec := &event.Recorder{}
 	p, err := ldap.New(ldap.Options{
 		Idle: time.Minute,
-		Route: func(string) (ldap.Target, bool) {
-			return ldap.Target{Service: "pipe", Dial: func(context.Context) (net.Conn, error) { return backendProxySide, nil }}, true
+		Routes: map[string]ldap.Target{
+			"example.com": {Service: "pipe", Dial: func(context.Context) (net.Conn, error) { return backendProxySide, nil }},
 		},
 		Events: rec,
 	})

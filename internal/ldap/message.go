@@ -133,48 +133,65 @@ type Request struct {
 // Operations other than bind and StartTLS are checked only as far as their
 // envelope (messageID and an application-class protocolOp); controls are not
 // decoded. Errors are *DecodeError values naming the element that failed.
+//
+// ParseRequest allocates the Name string of a bind with a name; the proxy
+// routes with parseRequest, which leaves the name in the message.
 func ParseRequest(msg []byte) (Request, error) {
-	var r Request
+	r, name, err := parseRequest(msg)
+	if err == nil && len(name) > 0 {
+		r.Name = string(name)
+	}
+	return r, err
+}
+
+// parseRequest is ParseRequest without the Name string: it returns the bind
+// name as a slice of msg instead, and allocates nothing (but for the error).
+func parseRequest(msg []byte) (r Request, name []byte, err error) {
 	op, id, err := parseEnvelope(msg)
 	if err != nil {
-		return r, err
+		return r, nil, err
 	}
 	r.MessageID = id
 	r.Tag = op.tag & tagNumberMask
 	switch op.tag {
 	case appConstructed | appBindRequest:
 		r.Op = OpBind
-		err = parseBind(op.content, &r)
+		name, err = parseBind(op.content, &r)
 	case appConstructed | appExtendedRequest:
-		var name element
-		name, _, err = expect(op.content, ctxPrimitive0, "ExtendedRequest requestName")
-		if err == nil && string(name.content) == startTLSOID {
+		var oid element
+		oid, _, err = expect(op.content, ctxPrimitive0, "ExtendedRequest requestName")
+		if err == nil && string(oid.content) == startTLSOID {
 			r.Op = OpStartTLS
 		}
 	}
-	return r, err
+	if err != nil {
+		name = nil
+	}
+	return r, name, err
 }
 
-func parseBind(b []byte, r *Request) error {
+// parseBind decodes a BindRequest into r, except for the name, which it
+// returns.
+func parseBind(b []byte, r *Request) ([]byte, error) {
 	v, b, err := expect(b, tagInteger, "BindRequest version")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	version, err := parseInt(v.content)
 	if err != nil {
-		return decodeErr("BindRequest version", err)
+		return nil, decodeErr("BindRequest version", err)
 	}
 	if version < 1 || version > 127 {
-		return decodeErr("BindRequest version", errBigInteger)
+		return nil, decodeErr("BindRequest version", errBigInteger)
 	}
 	r.Version = int(version)
 	name, b, err := expect(b, tagOctetString, "BindRequest name")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	auth, _, err := next(b, "BindRequest authentication")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	switch auth.tag {
 	case ctxPrimitive0:
@@ -184,17 +201,34 @@ func parseBind(b []byte, r *Request) error {
 		r.Auth = AuthSASL
 		mech, _, err := expect(auth.content, tagOctetString, "SaslCredentials mechanism")
 		if err != nil {
-			return err
+			return nil, err
 		}
-		r.Mechanism = string(mech.content)
+		r.Mechanism = mechanismName(mech.content)
 	case ctxSicilyDiscovery, ctxSicilyNegotiate, ctxSicilyResponse:
 		r.Auth = AuthSASL
 		r.Mechanism = sicilyMechanisms[auth.tag-ctxSicilyDiscovery]
 	default:
-		return decodeErr("BindRequest authentication", malformedError("unsupported choice 0x"+hex2(auth.tag)))
+		return nil, decodeErr("BindRequest authentication", malformedError("unsupported choice 0x"+hex2(auth.tag)))
 	}
-	r.Name = string(name.content)
-	return nil
+	return name.content, nil
+}
+
+// saslMechanisms are the registered SASL mechanisms clients commonly send;
+// mechanismName returns these strings rather than allocating copies.
+var saslMechanisms = [...]string{
+	"GSSAPI", "GSS-SPNEGO", "EXTERNAL", "PLAIN", "DIGEST-MD5", "CRAM-MD5", "NTLM",
+	"SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "ANONYMOUS",
+}
+
+// mechanismName returns m as a string, without allocating for a common
+// mechanism.
+func mechanismName(m []byte) string {
+	for _, s := range saslMechanisms {
+		if string(m) == s {
+			return s
+		}
+	}
+	return string(m)
 }
 
 // Sicily authentication choices, [9] to [11] primitive.

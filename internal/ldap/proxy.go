@@ -36,9 +36,12 @@ type Target struct {
 type Options struct {
 	// Listener names the listener in events.
 	Listener string
-	// Route maps a bind domain (lower case, as returned by Domain) to its
-	// backend. Nil means no domain is known (only Default is used).
-	Route func(domain string) (Target, bool)
+	// Routes maps a bind domain to its backend. Keys are domains as Domain
+	// returns them: ASCII lower case, no trailing dot ("example.com"); a key
+	// in another form never matches. Nil or empty means no domain is known
+	// (only Default is used). The proxy only reads the map: do not modify it
+	// while the Proxy is in use.
+	Routes map[string]Target
 	// Anonymous receives anonymous simple binds and connections whose first
 	// operation is not a bind (implicitly anonymous). SASL receives SASL
 	// binds, whatever their name. StartTLS receives connections that begin
@@ -93,6 +96,14 @@ func New(opts Options) (*Proxy, error) {
 	}{{"Anonymous", opts.Anonymous}, {"SASL", opts.SASL}, {"StartTLS", opts.StartTLS}, {"Default", opts.Default}} {
 		if t.t != nil && t.t.Dial == nil {
 			errs = append(errs, fmt.Errorf("ldap: Options.%s: Dial is nil", t.name))
+		}
+	}
+	for d, t := range opts.Routes {
+		switch {
+		case t.Dial == nil:
+			errs = append(errs, fmt.Errorf("ldap: Options.Routes[%q]: Dial is nil", d))
+		case d == "" || lowerASCII(d) != d || d[len(d)-1] == '.':
+			errs = append(errs, fmt.Errorf("ldap: Options.Routes[%q]: not a domain as Domain returns it (non-empty, ASCII lower case, no trailing dot)", d))
 		}
 	}
 	if opts.MaxMessage != 0 && opts.MaxMessage < minMaxMessage {

@@ -112,17 +112,9 @@ func newHarness(t *testing.T, mod func(o *ldap.Options, backend ldap.Target)) *h
 	dead := ldap.Target{Service: "dead", Dial: dialTo(closedPort(t))}
 	opts := ldap.Options{
 		Listener: "ldap-test",
-		Route: func(domain string) (ldap.Target, bool) {
-			switch domain {
-			case "example.com", "example":
-				return dir, true
-			case "dead.example":
-				return dead, true
-			}
-			return ldap.Target{}, false
-		},
-		Events: h.rec,
-		Now:    func() time.Time { return testNow },
+		Routes:   map[string]ldap.Target{"example.com": dir, "example": dir, "dead.example": dead},
+		Events:   h.rec,
+		Now:      func() time.Time { return testNow },
 	}
 	if mod != nil {
 		mod(&opts, dir)
@@ -549,11 +541,9 @@ func TestProxyHalfClose(t *testing.T) {
 	rec := &event.Recorder{}
 	addr, stop := startProxy(t, ldap.Options{
 		Listener: "ldap-test",
-		Route: func(string) (ldap.Target, bool) {
-			return ldap.Target{Service: "slow", Dial: dialTo(ln.Addr().String())}, true
-		},
-		Events: rec,
-		Now:    func() time.Time { return testNow },
+		Routes:   map[string]ldap.Target{"example.com": {Service: "slow", Dial: dialTo(ln.Addr().String())}},
+		Events:   rec,
+		Now:      func() time.Time { return testNow },
 	})
 	defer stop()
 	resp := responses(t, rawExchange(t, addr, bindMsg(5, "alice@example.com", "alice-pw")))
@@ -723,7 +713,7 @@ func TestProxyStreamsLargeMessages(t *testing.T) {
 	rec := &event.Recorder{}
 	addr, stop := startProxy(t, ldap.Options{
 		Listener:   "ldap-test",
-		Route:      func(string) (ldap.Target, bool) { return ldap.Target{Service: "big", Dial: dialTo(backend)}, true },
+		Routes:     map[string]ldap.Target{"example.com": {Service: "big", Dial: dialTo(backend)}},
 		MaxMessage: 1024,
 		Events:     rec,
 	})
@@ -758,7 +748,7 @@ func TestProxyCancel(t *testing.T) {
 	backend, stopDemo := startDemo(t)
 	defer stopDemo()
 	p, err := ldap.New(ldap.Options{
-		Route: func(string) (ldap.Target, bool) { return ldap.Target{Service: "dir", Dial: dialTo(backend)}, true },
+		Routes: map[string]ldap.Target{"example.com": {Service: "dir", Dial: dialTo(backend)}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -789,7 +779,13 @@ func TestProxyCancel(t *testing.T) {
 
 func TestNewValidates(t *testing.T) {
 	_, err := ldap.New(ldap.Options{
-		Anonymous:  &ldap.Target{Service: "x"},
+		Anonymous: &ldap.Target{Service: "x"},
+		Routes: map[string]ldap.Target{
+			"nodial.example": {Service: "y"},
+			"Example.com":    {Service: "z", Dial: dialTo("127.0.0.1:1")},
+			"example.org.":   {Service: "z", Dial: dialTo("127.0.0.1:1")},
+			"":               {Service: "z", Dial: dialTo("127.0.0.1:1")},
+		},
 		MaxMessage: 10,
 		Idle:       -1,
 		Timeout:    -1,
@@ -797,7 +793,11 @@ func TestNewValidates(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, want := range []string{"Options.Anonymous: Dial is nil", "Options.MaxMessage 10", "Options.Idle", "Options.Timeout"} {
+	for _, want := range []string{
+		"Options.Anonymous: Dial is nil", `Options.Routes["nodial.example"]: Dial is nil`,
+		`Options.Routes["Example.com"]: not a domain`, `Options.Routes["example.org."]: not a domain`,
+		`Options.Routes[""]: not a domain`, "Options.MaxMessage 10", "Options.Idle", "Options.Timeout",
+	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}

@@ -13,7 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/pbxgate/pbxgate/internal/event"
 )
@@ -63,16 +62,19 @@ func (p *Proxy) ServeConn(ctx context.Context, c net.Conn, src netip.Addr) error
 	if err != nil {
 		return s.firstMessageFailed(err)
 	}
-	req, err := ParseRequest(msg)
+	req, name, err := parseRequest(msg)
 	if err != nil {
 		return s.firstMessageFailed(err)
 	}
-	user := clipUser(User(req.Name))
-	t, err := s.route(req, user)
-	if t == nil {
+	t, ok, err := s.route(req, name)
+	if !ok {
 		return err
 	}
 	s.service = t.Service
+	// Routing is decided without allocating. The bind name becomes a string
+	// here only as the user of events (the pending bind's user, a dial
+	// failure): that allocation is event reporting, not routing.
+	user := eventUser(name)
 
 	backend, err := s.dial(ctx, t)
 	if err != nil {
@@ -156,43 +158,76 @@ func (s *session) firstMessageFailed(err error) error {
 	return fmt.Errorf("ldap: first message: %w", err)
 }
 
-// route picks the target for the first request. A nil target means the
-// connection is done: refused (answered, evented, error returned) or
-// finished without need of a backend (nil error).
-func (s *session) route(req Request, user string) (*Target, error) {
-	o := &s.p.opts
+// route picks the target for the first request (name is its bind name).
+// ok false means the connection is done: refused (answered, evented, error
+// returned) or finished without need of a backend (nil error).
+func (s *session) route(req Request, name []byte) (t Target, ok bool, err error) {
+	var domain [maxDomainLen]byte
+	t, v := s.p.decide(req, name, domain[:0])
+	switch v {
+	case routeTarget:
+		return t, true, nil
+	case routeNone:
+		return t, false, nil
+	case refuseStartTLS:
+		return t, false, s.refuse(req, eventUser(name), resultProtocolError, "StartTLS is not supported", "starttls refused")
+	case refuseSASL:
+		return t, false, s.refuse(req, eventUser(name), resultAuthMethodNotSupported, "SASL bind is not allowed",
+			"sasl bind refused, mechanism "+event.Clip(req.Mechanism, 64))
+	case refuseAnonymous:
+		return t, false, s.refuse(req, eventUser(name), resultInappropriateAuth, "anonymous access is not allowed", "anonymous refused")
+	}
+	// refuseDomain: the domain is derived again, as a string for the event.
+	d := event.Clip(Domain(string(name)), 128)
+	s.emit(event.RejectedByGateway, event.ReasonUnknownDomain, eventUser(name), "domain "+strconv.Quote(d))
+	s.answer(req, resultInvalidCredentials, "invalid credentials")
+	return t, false, fmt.Errorf("ldap: domain %q: %w", d, ErrUnknownDomain)
+}
+
+// maxDomainLen is the room for a routing domain that decide uses without
+// allocating; a DNS name has at most 253 octets.
+const maxDomainLen = 256
+
+// verdict is the outcome of the routing decision.
+type verdict uint8
+
+const (
+	routeTarget     verdict = iota // relay to the target
+	routeNone                      // Unbind or Abandon first: nothing to relay
+	refuseStartTLS                 // StartTLS without Options.StartTLS
+	refuseSASL                     // SASL bind without Options.SASL
+	refuseAnonymous                // anonymous without Options.Anonymous
+	refuseDomain                   // no domain or an unknown one, and no Default
+)
+
+// decide is the routing decision for the first request of a connection
+// (name is its bind name, as parseRequest returns it): simple binds by the
+// domain of the name, the rest by policy. buf is scratch room for the
+// domain. It allocates nothing while the domain fits buf.
+func (p *Proxy) decide(req Request, name, buf []byte) (Target, verdict) {
+	o := &p.opts
+	pick := func(t *Target, refusal verdict) (Target, verdict) {
+		if t == nil {
+			return Target{}, refusal
+		}
+		return *t, routeTarget
+	}
 	switch {
 	case req.Op == OpStartTLS:
-		if o.StartTLS == nil {
-			return nil, s.refuse(req, user, resultProtocolError, "StartTLS is not supported", "starttls refused")
-		}
-		return o.StartTLS, nil
+		return pick(o.StartTLS, refuseStartTLS)
 	case req.Op == OpBind && req.Auth == AuthSASL:
-		if o.SASL == nil {
-			return nil, s.refuse(req, user, resultAuthMethodNotSupported, "SASL bind is not allowed",
-				"sasl bind refused, mechanism "+event.Clip(req.Mechanism, 64))
-		}
-		return o.SASL, nil
+		return pick(o.SASL, refuseSASL)
 	case req.Op == OpOther && responseTag(req.Tag) < 0:
-		return nil, nil // Unbind or Abandon first: nothing to relay
+		return Target{}, routeNone
 	case req.Op == OpOther || req.Anonymous:
-		if o.Anonymous == nil {
-			return nil, s.refuse(req, user, resultInappropriateAuth, "anonymous access is not allowed", "anonymous refused")
-		}
-		return o.Anonymous, nil
+		return pick(o.Anonymous, refuseAnonymous)
 	}
-	domain := Domain(req.Name)
-	if domain != "" && o.Route != nil {
-		if t, ok := o.Route(domain); ok {
-			return &t, nil
+	if domain := AppendDomain(buf[:0], name); len(domain) > 0 {
+		if t, ok := o.Routes[string(domain)]; ok { // no allocation for the key
+			return t, routeTarget
 		}
 	}
-	if o.Default != nil {
-		return o.Default, nil
-	}
-	s.emit(event.RejectedByGateway, event.ReasonUnknownDomain, user, "domain "+strconv.Quote(event.Clip(domain, 128)))
-	s.answer(req, resultInvalidCredentials, "invalid credentials")
-	return nil, fmt.Errorf("ldap: domain %q: %w", event.Clip(domain, 128), ErrUnknownDomain)
+	return pick(o.Default, refuseDomain)
 }
 
 func (s *session) refuse(req Request, user string, code int, diag, detail string) error {
@@ -206,7 +241,7 @@ func (s *session) answer(req Request, code int, diag string) {
 	s.writeClient(encodeAnswer(req.MessageID, req.Tag, code, diag, req.Op == OpStartTLS), s.p.timeout)
 }
 
-func (s *session) dial(ctx context.Context, t *Target) (net.Conn, error) {
+func (s *session) dial(ctx context.Context, t Target) (net.Conn, error) {
 	if t.Dial == nil {
 		return nil, errors.New("no dialer configured")
 	}
@@ -366,13 +401,13 @@ func (s *session) clientToServer() error {
 				s.emit(event.RejectedByGateway, event.ReasonMalformedBind, "", "bind request larger than "+strconv.Itoa(s.p.max)+" bytes")
 				return fmt.Errorf("ldap: bind request: %w", ErrTooLarge)
 			}
-			req, err := ParseRequest(f.msg)
+			req, name, err := parseRequest(f.msg)
 			if err != nil {
 				s.emit(event.RejectedByGateway, event.ReasonMalformedBind, "", event.Clip(err.Error(), 200))
 				s.writeClient(encodeNotice(resultProtocolError, "malformed bind request"), s.p.timeout)
 				return err
 			}
-			s.addPending(req.MessageID, pendingBind{user: clipUser(User(req.Name)), intermediate: intermediateBind(req.Mechanism)})
+			s.addPending(req.MessageID, pendingBind{user: eventUser(name), intermediate: intermediateBind(req.Mechanism)})
 		case appConstructed | appExtendedRequest:
 			if f.msg == nil {
 				break
@@ -530,18 +565,6 @@ func (s *session) emit(kind event.Kind, reason, user, detail string) {
 		User:     user,
 		Detail:   detail,
 	})
-}
-
-// clipUser bounds a user name for events, cutting at a UTF-8 boundary.
-func clipUser(u string) string {
-	if len(u) <= maxUserLen {
-		return u
-	}
-	i := maxUserLen
-	for i > 0 && !utf8.RuneStart(u[i]) {
-		i--
-	}
-	return u[:i]
 }
 
 // writeClient writes one whole message to the client. timeout 0 means the

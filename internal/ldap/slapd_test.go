@@ -173,12 +173,12 @@ func TestSlapdThroughProxy(t *testing.T) {
 	srv := startSlapd(t, true)
 	defer srv.stop()
 	target := ldap.Target{Service: "slapd", Dial: dialTo(srv.addr)}
-	route := func(domain string) (ldap.Target, bool) { return target, domain == "example.com" }
+	routes := map[string]ldap.Target{"example.com": target}
 
 	run := func(t *testing.T, opts ldap.Options, args ...string) (int, string, []event.Event) {
 		t.Helper()
 		rec := &event.Recorder{}
-		opts.Listener, opts.Route, opts.Events, opts.Now = "ldap-test", route, rec, func() time.Time { return testNow }
+		opts.Listener, opts.Routes, opts.Events, opts.Now = "ldap-test", routes, rec, func() time.Time { return testNow }
 		addr, stop := startProxy(t, opts)
 		code, out := ldapsearch(t, append([]string{"-x", "-H", "ldap://" + addr, "-b", "dc=example,dc=com"}, args...)...)
 		stop() // waits for the connection, so every event is in
