@@ -1,23 +1,73 @@
 // Package httpproxy is the HTTP(S) side of the gateway: it routes requests by
 // Host to a configured service, applies the service's path rules, sets the
-// forwarding headers, reverse-proxies to the service's backend with
-// [httputil.ReverseProxy], and turns what happens into security events
-// (unknown host, denied or malformed path, backend unreachable, the service's
-// 401/403 answers, authenticated successes). WebSocket upgrades pass through;
-// clients may speak HTTP/1.x or HTTP/2 (TLS with ALPN "h2", or prior
-// knowledge on plain connections).
+// forwarding headers, reverse-proxies to the service's backend, and turns
+// what happens into security events (unknown host, denied or malformed
+// path, backend unreachable, the service's 401/403 answers, authenticated
+// successes). WebSocket upgrades pass through; clients may speak HTTP/1.x
+// or HTTP/2 (TLS with ALPN "h2", or prior knowledge on plain connections).
 //
 // A [Handler] is immutable and built from [Options] by [New]; a reload builds
 // a new Handler and installs it with [Swappable.Swap], then calls Close on the
-// old one. A [Server] is one http.Server per listener fed with connections
-// that the listener package has already accepted, sniffed and (maybe)
-// TLS-terminated; it also reports the requests net/http rejects by itself
-// (oversized headers, missing Host, malformed request lines) as events.
+// old one. A [Server] serves the connections of one listener, which the
+// listener package has already accepted, sniffed and (maybe) TLS-terminated
+// and hands over with [Server.ServeConn].
 //
 // The package does not accept connections, sniff protocols, terminate TLS,
 // count events or ban anyone; it never serves anything of the gateway's own
 // (no admin pages, no pprof, no health endpoint): every request either
 // reaches a configured service or is refused.
+//
+// # Two paths
+//
+// The lean path serves HTTP/1.1 on plain connections and on TLS-terminated
+// ones that did not negotiate h2, when the Server's handler is a
+// [Swappable] or [Handler] (and [ServerOptions].NetHTTPOnly is off). It is a
+// loop of its own, one goroutine per connection:
+//
+//   - it waits for a request without holding a buffer (plain TCP: until the
+//     socket is readable; TLS: a one-byte read), then reads the head into a
+//     pooled buffer, at most MaxHeaderBytes+4096 (431 beyond), within
+//     ReadHeaderTimeout; idle connections close after IdleTimeout;
+//   - it parses the head strictly (h1parse.go): obsolete line folding, bare
+//     CR or LF, whitespace before a colon, invalid name or value bytes,
+//     conflicting Content-Length fields, Content-Length together with
+//     Transfer-Encoding, or any Transfer-Encoding but a single "chunked" are
+//     answered 400 with a ReasonBadRequest event, so that no request can be
+//     framed one way by the gateway and another by the backend;
+//   - it decides with the same code as the net/http path (routing, target
+//     and path rule checks, client address, events);
+//   - it rewrites the head (hop-by-hop fields dropped, forwarding fields
+//     set as described below), keeps the request target as sent, and
+//     streams the body, re-framing chunked bodies, over a keep-alive
+//     connection from a per-service pool (at most MaxIdleConnsPerHost idle,
+//     closed after IdleConnTimeout, dialed within DialTimeout); an
+//     idempotent request without body that fails on a reused connection
+//     before any answer is retried once on a new one;
+//   - it relays 1xx answers, then the response with hop-by-hop fields
+//     dropped and its body streamed (no body for HEAD, 204, 304; chunked
+//     bodies re-framed; a body delimited by the backend closing ends with
+//     the client connection closed too). It does not add Date or
+//     Content-Type fields the backend did not send.
+//
+// Everything else goes to net/http at a request boundary, with the bytes
+// already read replayed: the HTTP/2 preface, protocol upgrades (WebSocket),
+// HTTP/1.0, an Expect other than 100-continue, absolute-form and CONNECT
+// targets, a Connection field naming more than 16 fields, services with a
+// TLS backend, and an empty Swappable. The net/http path is one
+// http.Server per listener with [httputil.ReverseProxy]; it serves HTTP/2
+// and h2 TLS connections from the start, and reports the requests net/http
+// rejects by itself (oversized headers, missing Host, malformed request
+// lines) as events. Both paths answer and report alike; the tests run
+// against both.
+//
+// # Forwarding fields
+//
+// Forwarded, X-Real-Ip and every X-Forwarded-* field from a peer that is
+// not a trusted proxy are dropped; a trusted proxy's are kept. Then
+// X-Forwarded-For becomes one field: the kept values and the peer address;
+// X-Forwarded-Proto ("http" or "https") and X-Forwarded-Host (the Host as
+// received, or the TLS server name) are set unless kept; and a Forwarded
+// element (for, proto, host) is appended.
 //
 // # Path rules
 //
@@ -49,7 +99,8 @@
 // right-most untrusted X-Forwarded-For address):
 //   - RejectedByGateway: ReasonUnknownHost / ReasonMissingHost (404, Detail
 //     the host), ReasonDeniedPath (403, Detail the deciding rule and the
-//     path), ReasonBadRequest (400 from the handler, or 4xx/5xx that net/http
+//     path), ReasonBadRequest (400 from the handler, a malformed head or
+//     chunked body refused by the lean path, or 4xx/5xx that net/http
 //     answered by itself: Detail the status line);
 //   - BackendUnreachable, ReasonDial: connect, TLS or connection failure
 //     (502) and response header timeout (504), Detail the error;

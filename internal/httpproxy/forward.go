@@ -2,7 +2,6 @@ package httpproxy
 
 import (
 	"encoding/base64"
-	"net/http"
 	"net/netip"
 	"strings"
 )
@@ -88,29 +87,32 @@ func parseXFFEntry(s string) (netip.Addr, bool) {
 
 // forwardedElement renders one RFC 7239 forwarded-element.
 func forwardedElement(peer netip.Addr, proto, host string) string {
-	var b strings.Builder
-	b.Grow(64 + len(host))
-	b.WriteString("for=")
-	switch {
-	case !peer.IsValid():
-		b.WriteString("unknown")
-	case peer.Is6():
-		b.WriteString(`"[`)
-		b.WriteString(peer.String())
-		b.WriteString(`]"`)
-	default:
-		b.WriteString(peer.String())
-	}
-	b.WriteString(";proto=")
-	b.WriteString(proto)
-	if host != "" {
-		b.WriteString(";host=")
-		writeTokenOrQuoted(&b, host)
-	}
-	return b.String()
+	return string(appendForwarded(make([]byte, 0, 64+len(host)), peer, proto, host))
 }
 
-func writeTokenOrQuoted(b *strings.Builder, s string) {
+// appendForwarded appends the forwarded-element of forwardedElement to b.
+func appendForwarded(b []byte, peer netip.Addr, proto, host string) []byte {
+	b = append(b, "for="...)
+	switch {
+	case !peer.IsValid():
+		b = append(b, "unknown"...)
+	case peer.Is6():
+		b = append(b, `"[`...)
+		b = peer.AppendTo(b)
+		b = append(b, `]"`...)
+	default:
+		b = peer.AppendTo(b)
+	}
+	b = append(b, ";proto="...)
+	b = append(b, proto...)
+	if host != "" {
+		b = append(b, ";host="...)
+		b = appendTokenOrQuoted(b, host)
+	}
+	return b
+}
+
+func appendTokenOrQuoted(b []byte, s string) []byte {
 	token := true
 	for i := 0; i < len(s); i++ {
 		if !isTokenChar(s[i]) {
@@ -119,18 +121,17 @@ func writeTokenOrQuoted(b *strings.Builder, s string) {
 		}
 	}
 	if token {
-		b.WriteString(s)
-		return
+		return append(b, s...)
 	}
-	b.WriteByte('"')
+	b = append(b, '"')
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c == '"' || c == '\\' {
-			b.WriteByte('\\')
+			b = append(b, '\\')
 		}
-		b.WriteByte(c)
+		b = append(b, c)
 	}
-	b.WriteByte('"')
+	return append(b, '"')
 }
 
 // isTokenChar reports whether c is a tchar (RFC 9110 section 5.6.2).
@@ -140,17 +141,6 @@ func isTokenChar(c byte) bool {
 		return true
 	}
 	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
-
-// requestHost returns the lower-cased host name a request is for, without
-// port and trailing dot: the Host header, or the TLS server name when the
-// request has no Host (HTTP/1.0).
-func requestHost(r *http.Request) string {
-	h := r.Host
-	if h == "" && r.TLS != nil {
-		h = r.TLS.ServerName
-	}
-	return hostKey(h)
 }
 
 // hostKey normalizes a Host header value for routing.

@@ -103,11 +103,14 @@ type Handler struct {
 	def        *service
 	trusted    trustedSet
 	transports []*http.Transport
+	pools      []*backendPool // lean path, one per plain-HTTP service
 	accessLog  bool
-	events     event.Sink
-	log        *slog.Logger
-	now        func() time.Time
-	closeOnce  sync.Once
+
+	responseHeaderTimeout time.Duration
+	events                event.Sink
+	log                   *slog.Logger
+	now                   func() time.Time
+	closeOnce             sync.Once
 }
 
 type service struct {
@@ -115,6 +118,7 @@ type service struct {
 	rules  *Rules
 	reject []int
 	proxy  *httputil.ReverseProxy
+	pool   *backendPool // lean path; nil for TLS backends (net/http only)
 	scheme string
 	addr   string
 }
@@ -163,6 +167,8 @@ func New(o Options) (*Handler, error) {
 		events:    o.Events,
 		log:       o.Log.With("component", "httpproxy", "listener", o.Listener),
 		now:       time.Now,
+
+		responseHeaderTimeout: o.ResponseHeaderTimeout,
 	}
 	for i, p := range o.TrustedProxies {
 		if !p.IsValid() {
@@ -215,6 +221,9 @@ func New(o Options) (*Handler, error) {
 			}
 		} else if sc.Backend.TLSConfig != nil {
 			bad("%s: Backend.TLSConfig set but Backend.TLS is false", where)
+		} else {
+			s.pool = newBackendPool(sc.Backend.Address, o)
+			h.pools = append(h.pools, s.pool)
 		}
 		s.proxy = &httputil.ReverseProxy{
 			Rewrite:      h.rewrite(s),
@@ -328,6 +337,9 @@ func (h *Handler) Close() {
 		for _, t := range h.transports {
 			t.CloseIdleConnections()
 		}
+		for _, p := range h.pools {
+			p.close()
+		}
 	})
 }
 
@@ -345,26 +357,52 @@ func (h *Handler) route(host string) *service {
 	return h.def
 }
 
-// ServeHTTP routes, checks and proxies one request.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := h.now()
-	peer := peerAddr(r.RemoteAddr)
-	src := h.trusted.clientAddr(peer, r.Header["X-Forwarded-For"])
-	host := requestHost(r)
-	svc := h.route(host)
-	rec := &recorder{ResponseWriter: w, h: h, svc: svc, src: src, req: r}
-	path, pathOK := targetPath(r)
-	if h.accessLog {
-		defer h.logAccess(rec, start, host, path)
+// reqInfo is what routing, path rules, events and the access log need of
+// a request. The net/http path fills it from an *http.Request, the lean
+// path from its own parser; every string in it must stay valid after the
+// request (events and log lines may keep them).
+type reqInfo struct {
+	method  string
+	uri     string // request target as sent
+	proto   string // "HTTP/1.1"
+	host    string // Host header value as sent, "" if none
+	tls     bool   // received over TLS
+	sni     string // TLS server name, if any
+	peer    netip.Addr
+	xff     []string // X-Forwarded-For values, in order
+	upgrade string   // Upgrade header value
+}
+
+// verdict is the gateway's decision about a request.
+type verdict struct {
+	svc    *service   // routed service, nil if none
+	src    netip.Addr // the client (behind a trusted proxy, from X-Forwarded-For)
+	host   string     // routing key: lower-case host without port
+	path   string     // target path without query; "" if not origin-form
+	status int        // 0: proxy to svc; else the gateway answers this status itself
+}
+
+// judge routes a request, checks its target and the service's path rules,
+// and emits the RejectedByGateway event when the gateway refuses it. Both
+// the net/http Handler and the lean path decide through it.
+func (h *Handler) judge(ri *reqInfo) verdict {
+	v := verdict{src: h.trusted.clientAddr(ri.peer, ri.xff)}
+	host := ri.host
+	if host == "" && ri.tls {
+		host = ri.sni
 	}
-	if svc == nil {
+	v.host = hostKey(host)
+	v.svc = h.route(v.host)
+	path, pathOK := targetPathOf(ri.method, ri.uri)
+	v.path = path
+	if v.svc == nil {
 		reason := event.ReasonUnknownHost
-		if host == "" {
+		if v.host == "" {
 			reason = event.ReasonMissingHost
 		}
-		h.emit(event.RejectedByGateway, src, "", reason, "", event.Clip(host, 128))
-		rec.reply(http.StatusNotFound)
-		return
+		h.emit(event.RejectedByGateway, v.src, "", reason, "", event.Clip(v.host, 128))
+		v.status = http.StatusNotFound
+		return v
 	}
 	norm := path
 	var err error
@@ -374,32 +412,58 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case path != "*":
 		norm, err = NormalizePath(path)
 	}
-	if err == nil {
-		if up := r.Header.Get("Upgrade"); up != "" && !printableASCII(up) {
-			err = errors.New("bad Upgrade header")
-		}
+	if err == nil && ri.upgrade != "" && !printableASCII(ri.upgrade) {
+		err = errors.New("bad Upgrade header")
 	}
 	if err != nil {
-		h.emit(event.RejectedByGateway, src, svc.name, event.ReasonBadRequest, "",
-			err.Error()+" "+event.Clip(r.RequestURI, 200))
-		rec.reply(http.StatusBadRequest)
-		return
+		h.emit(event.RejectedByGateway, v.src, v.svc.name, event.ReasonBadRequest, "",
+			err.Error()+" "+event.Clip(ri.uri, 200))
+		v.status = http.StatusBadRequest
+		return v
 	}
-	if allow, why := svc.rules.decide(r.Method, norm, src); !allow {
-		h.emit(event.RejectedByGateway, src, svc.name, event.ReasonDeniedPath, "",
+	if allow, why := v.svc.rules.decide(ri.method, norm, v.src); !allow {
+		h.emit(event.RejectedByGateway, v.src, v.svc.name, event.ReasonDeniedPath, "",
 			why+" "+event.Clip(path, 200))
-		rec.reply(http.StatusForbidden)
-		return
+		v.status = http.StatusForbidden
 	}
-	svc.proxy.ServeHTTP(rec, r)
+	return v
 }
 
-// targetPath returns the path of the request target as sent (without the
-// query), "*" for "OPTIONS *", and false for any other form.
-func targetPath(r *http.Request) (string, bool) {
-	u := r.RequestURI
+// ServeHTTP routes, checks and proxies one request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := h.now()
+	ri := reqInfo{
+		method:  r.Method,
+		uri:     r.RequestURI,
+		proto:   r.Proto,
+		host:    r.Host,
+		tls:     r.TLS != nil,
+		peer:    peerAddr(r.RemoteAddr),
+		xff:     r.Header["X-Forwarded-For"],
+		upgrade: r.Header.Get("Upgrade"),
+	}
+	if r.TLS != nil {
+		ri.sni = r.TLS.ServerName
+	}
+	v := h.judge(&ri)
+	rec := &recorder{ResponseWriter: w, h: h, svc: v.svc, src: v.src, req: r}
+	if h.accessLog {
+		defer func() {
+			h.logAccess(&ri, &v, rec.status, rec.bytes, h.now().Sub(start))
+		}()
+	}
+	if v.status != 0 {
+		rec.reply(v.status)
+		return
+	}
+	v.svc.proxy.ServeHTTP(rec, r)
+}
+
+// targetPathOf returns the path of the request target u as sent (without
+// the query), "*" for "OPTIONS *", and false for any other form.
+func targetPathOf(method, u string) (string, bool) {
 	if u == "*" {
-		return u, r.Method == http.MethodOptions
+		return u, method == http.MethodOptions
 	}
 	if u == "" || u[0] != '/' {
 		return "", false
@@ -433,39 +497,41 @@ func (h *Handler) emit(k event.Kind, src netip.Addr, svc, reason, user, detail s
 	})
 }
 
-// statusEvent reports the backend's answer: a status in the service's
-// reject list, or an accepted request that carried credentials.
-func (h *Handler) statusEvent(rec *recorder, code int) {
-	auth := rec.req.Header.Get("Authorization")
-	if slices.Contains(rec.svc.reject, code) {
-		h.emit(event.RejectedByService, rec.src, rec.svc.name, event.ReasonStatus, authUser(auth), strconv.Itoa(code))
+// statusEvent reports the backend's answer code to a request carrying
+// the Authorization header auth: a status in the service's reject list, or
+// an accepted request that carried credentials.
+func (h *Handler) statusEvent(svc *service, src netip.Addr, code int, auth string) {
+	if slices.Contains(svc.reject, code) {
+		h.emit(event.RejectedByService, src, svc.name, event.ReasonStatus, authUser(auth), strconv.Itoa(code))
 		return
 	}
 	if auth != "" && (code == http.StatusSwitchingProtocols || code >= 200 && code < 400) {
-		h.emit(event.Success, rec.src, rec.svc.name, event.ReasonOK, authUser(auth), strconv.Itoa(code))
+		h.emit(event.Success, src, svc.name, event.ReasonOK, authUser(auth), strconv.Itoa(code))
 	}
 }
 
-func (h *Handler) logAccess(rec *recorder, start time.Time, host, path string) {
+// logAccess writes the access log line of one request.
+func (h *Handler) logAccess(ri *reqInfo, v *verdict, status int, bytes int64, d time.Duration) {
 	if !h.log.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
 	svc := ""
-	if rec.svc != nil {
-		svc = rec.svc.name
+	if v.svc != nil {
+		svc = v.svc.name
 	}
+	path := v.path
 	if path == "" {
-		path = rec.req.RequestURI
+		path = ri.uri
 	}
 	h.log.LogAttrs(context.Background(), slog.LevelInfo, "http request",
-		slog.String("src", rec.src.String()),
-		slog.String("host", event.Clip(host, 128)),
-		slog.String("method", event.Clip(rec.req.Method, 32)),
+		slog.String("src", v.src.String()),
+		slog.String("host", event.Clip(v.host, 128)),
+		slog.String("method", event.Clip(ri.method, 32)),
 		slog.String("path", event.Clip(path, 256)),
-		slog.String("proto", rec.req.Proto),
-		slog.Int("status", rec.status),
-		slog.Int64("bytes", rec.bytes),
-		slog.Duration("duration", h.now().Sub(start)),
+		slog.String("proto", ri.proto),
+		slog.Int("status", status),
+		slog.Int64("bytes", bytes),
+		slog.Duration("duration", d),
 		slog.String("service", svc),
 	)
 }
@@ -642,7 +708,7 @@ func (rec *recorder) WriteHeader(code int) {
 		rec.wrote = true
 		rec.status = code
 		if !rec.gateway && rec.svc != nil {
-			rec.h.statusEvent(rec, code)
+			rec.h.statusEvent(rec.svc, rec.src, code, rec.req.Header.Get("Authorization"))
 		}
 	}
 	rec.ResponseWriter.WriteHeader(code)
@@ -673,7 +739,7 @@ func (rec *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		rec.wrote = true
 		rec.status = http.StatusSwitchingProtocols
 		if !rec.gateway && rec.svc != nil {
-			rec.h.statusEvent(rec, http.StatusSwitchingProtocols)
+			rec.h.statusEvent(rec.svc, rec.src, http.StatusSwitchingProtocols, rec.req.Header.Get("Authorization"))
 		}
 	}
 	return c, brw, err

@@ -139,8 +139,16 @@ const (
 	modeStater                  // a wrapper exposing ConnectionState (TLS terminated, HTTP/1.1)
 )
 
-// replayConn stands for the listener's sniffing wrapper.
+// replayConn stands for the listener's sniffing wrapper (listen.Conn):
+// it exposes the socket with Raw and half-closes with CloseWrite.
 type replayConn struct{ net.Conn }
+
+func (c *replayConn) Raw() *net.TCPConn {
+	tc, _ := c.Conn.(*net.TCPConn)
+	return tc
+}
+
+func (c *replayConn) CloseWrite() error { return c.Conn.(*net.TCPConn).CloseWrite() }
 
 // statedConn stands for the listener's wrapper of a terminated TLS conn.
 type statedConn struct {
@@ -162,7 +170,7 @@ type proxyEnv struct {
 
 // startProxy runs a Server with a Handler built from o on a loopback
 // listener. o.Events is replaced by the env's recorder.
-func startProxy(t *testing.T, mode connMode, o Options, so ServerOptions) *proxyEnv {
+func startProxy(t testing.TB, mode connMode, o Options, so ServerOptions) *proxyEnv {
 	t.Helper()
 	env := &proxyEnv{events: &event.Recorder{}, sw: &Swappable{}}
 	o.Events = env.events
@@ -242,7 +250,7 @@ func startProxy(t *testing.T, mode connMode, o Options, so ServerOptions) *proxy
 }
 
 // swap installs a new Handler built from o (events to the env recorder).
-func (env *proxyEnv) swap(t *testing.T, o Options) {
+func (env *proxyEnv) swap(t testing.TB, o Options) {
 	t.Helper()
 	o.Events = env.events
 	if o.Listener == "" {

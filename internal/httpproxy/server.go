@@ -36,6 +36,10 @@ type ServerOptions struct {
 	Events event.Sink
 	// Listener names the listener in events and logs.
 	Listener string
+	// NetHTTPOnly serves every connection with net/http, never with the
+	// lean HTTP/1.1 path (see the package documentation). For comparisons
+	// and as a fallback should the lean path misbehave.
+	NetHTTPOnly bool
 }
 
 // Server defaults.
@@ -61,9 +65,18 @@ type Server struct {
 	startOnce sync.Once
 	serveDone chan struct{}
 
-	mu       sync.Mutex // guards the fields below
-	closing  bool
-	handlers sync.WaitGroup // ServeHTTP calls in flight, incl. upgraded ones
+	// Lean path settings.
+	lean              bool // s.h is a *Swappable or *Handler and NetHTTPOnly is off
+	readHeaderTimeout time.Duration
+	idleTimeout       time.Duration
+	maxHeaderBytes    int
+	leanClosing       atomic.Bool
+	leanWG            sync.WaitGroup // lean connections being served
+
+	mu        sync.Mutex // guards the fields below
+	closing   bool
+	handlers  sync.WaitGroup // ServeHTTP calls in flight, incl. upgraded ones
+	leanConns map[*leanConn]struct{}
 }
 
 // NewServer returns a Server that passes requests to h (usually a
@@ -97,6 +110,15 @@ func NewServer(o ServerOptions, h http.Handler) *Server {
 		log:       log,
 		now:       time.Now,
 		serveDone: make(chan struct{}),
+
+		readHeaderTimeout: o.ReadHeaderTimeout,
+		idleTimeout:       o.IdleTimeout,
+		maxHeaderBytes:    o.MaxHeaderBytes,
+		leanConns:         make(map[*leanConn]struct{}),
+	}
+	switch h.(type) {
+	case *Swappable, *Handler:
+		s.lean = !o.NetHTTPOnly
 	}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 	var protos http.Protocols
@@ -132,23 +154,78 @@ func NewServer(o ServerOptions, h http.Handler) *Server {
 //
 // A non-*tls.Conn that negotiated "h2" is refused with ErrH2NeedsTLSConn.
 // After Shutdown, c is closed and http.ErrServerClosed returned.
+//
+// HTTP/1 connections go to the lean path when the Server's handler is a
+// *Swappable or *Handler; it hands a connection over to net/http at a
+// request boundary when a request needs what only net/http does.
 func (s *Server) ServeConn(c net.Conn) error {
+	var cs connectionStater
 	switch tc := c.(type) {
 	case *tls.Conn:
 		// An h2 or not yet handshaken *tls.Conn must stay a *tls.Conn for
-		// net/http; otherwise wrap it so refusals are reported.
-		if st := tc.ConnectionState(); st.HandshakeComplete && st.NegotiatedProtocol != "h2" {
-			c = &watchTLSConn{watchConn{Conn: tc, s: s}, tc}
+		// net/http.
+		st := tc.ConnectionState()
+		if !st.HandshakeComplete || st.NegotiatedProtocol == "h2" {
+			return s.toNetHTTP(c)
 		}
+		cs = tc
 	case connectionStater:
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
 			_ = c.Close()
 			return ErrH2NeedsTLSConn
 		}
-		c = &watchTLSConn{watchConn{Conn: c, s: s}, tc}
-	default:
+		cs = tc
+	}
+	if !s.lean {
+		return s.handoff(c, cs)
+	}
+	lc := newLeanConn(s, c, cs)
+	s.mu.Lock()
+	if s.leanClosing.Load() {
+		s.mu.Unlock()
+		_ = c.Close()
+		return http.ErrServerClosed
+	}
+	s.leanConns[lc] = struct{}{}
+	s.leanWG.Add(1)
+	s.mu.Unlock()
+	go lc.serve()
+	return nil
+}
+
+// leanDone unregisters a lean connection that closed or was handed over.
+func (s *Server) leanDone(lc *leanConn) {
+	s.mu.Lock()
+	delete(s.leanConns, lc)
+	s.mu.Unlock()
+	s.leanWG.Done()
+}
+
+// handler returns the Handler for the lean path, nil if there is none
+// (an empty Swappable: net/http answers 503).
+func (s *Server) handler() *Handler {
+	switch h := s.h.(type) {
+	case *Swappable:
+		return h.p.Load()
+	case *Handler:
+		return h
+	}
+	return nil
+}
+
+// handoff gives c to net/http, wrapped so that its refusals are reported
+// and, with cs, Request.TLS is set.
+func (s *Server) handoff(c net.Conn, cs connectionStater) error {
+	if cs != nil {
+		c = &watchTLSConn{watchConn{Conn: c, s: s}, cs}
+	} else {
 		c = &watchConn{Conn: c, s: s}
 	}
+	return s.toNetHTTP(c)
+}
+
+// toNetHTTP passes c to the http.Server.
+func (s *Server) toNetHTTP(c net.Conn) error {
 	s.startOnce.Do(func() { go s.serve() })
 	select {
 	case <-s.ln.closed:
@@ -178,6 +255,14 @@ func (s *Server) serve() {
 // safe to call more than once.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.startOnce.Do(func() { close(s.serveDone) }) // never served: nothing to start later
+	// Lean connections: idle ones close now, busy ones after their
+	// current response.
+	s.mu.Lock()
+	s.leanClosing.Store(true)
+	for lc := range s.leanConns {
+		lc.closeIdle()
+	}
+	s.mu.Unlock()
 	err := s.srv.Shutdown(ctx)
 	_ = s.ln.Close()
 	if err != nil {
@@ -192,6 +277,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		s.handlers.Wait()
+		s.leanWG.Wait()
 		<-s.serveDone
 		close(done)
 	}()
@@ -200,6 +286,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		if err == nil {
 			err = ctx.Err()
+		}
+		// Cut the lean connections still busy; their goroutines end as
+		// soon as their I/O fails.
+		s.mu.Lock()
+		for lc := range s.leanConns {
+			lc.forceClose()
+		}
+		s.mu.Unlock()
+		select {
+		case <-done:
+		case <-time.After(time.Second):
 		}
 	}
 	return err

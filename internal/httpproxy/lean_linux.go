@@ -1,0 +1,74 @@
+package httpproxy
+
+import (
+	"net"
+	"syscall"
+)
+
+// rawOf returns the socket under a plaintext connection, so that the lean
+// path can wait for a request without holding a buffer: a *net.TCPConn, or
+// a wrapper exposing one with Raw (the listener's replaying Conn).
+func rawOf(c net.Conn) syscall.RawConn {
+	var tc *net.TCPConn
+	switch x := c.(type) {
+	case *net.TCPConn:
+		tc = x
+	case interface{ Raw() *net.TCPConn }:
+		tc = x.Raw()
+	}
+	if tc == nil {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// readReady is the syscall.RawConn.Read callback of an idle plaintext
+// connection: once the socket is readable it takes a buffer and reads into
+// it; while it is not, no buffer is held.
+func (lc *leanConn) readReady(fd uintptr) bool {
+	if lc.bufp == nil {
+		lc.takeBuf(smallBuf)
+	}
+	for {
+		n, err := syscall.Read(int(fd), lc.buf)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			lc.releaseBuf()
+			return false
+		case err != nil:
+			lc.readErr = err
+		case n == 0:
+			lc.readErr = errEOF
+		default:
+			lc.r, lc.w = 0, n
+		}
+		return true
+	}
+}
+
+// alive reports whether an idle backend connection is still usable: not
+// closed by the backend and with nothing unsolicited to read.
+func (bc *bconn) alive() bool {
+	if bc.rc == nil {
+		return true
+	}
+	ok := true
+	err := bc.rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		for {
+			n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			if err == syscall.EINTR {
+				continue
+			}
+			ok = err == syscall.EAGAIN && n <= 0
+			return true
+		}
+	})
+	return ok && err == nil
+}
