@@ -74,7 +74,15 @@ func serve(ctx context.Context, file string, stderr io.Writer) error {
 	}()
 
 	log.Info("pbxgate starting", "version", versionString(), "config", file, "pid", os.Getpid())
-	if err := g.Run(ctx); err != nil {
+	if err := g.Start(ctx); err != nil {
+		log.Error("cannot start", "err", err)
+		return &exitError{code: 2, err: fmt.Errorf("not started: %w", err)}
+	}
+	<-ctx.Done()
+	log.Info("draining connections", "timeout", g.Config().Timeouts.Shutdown.D().String())
+	sctx, cancel := context.WithTimeout(context.Background(), g.Config().Timeouts.Shutdown.D())
+	defer cancel()
+	if err := g.Shutdown(sctx); err != nil {
 		log.Error("stopped with errors", "err", err)
 		return &exitError{code: 1, err: fmt.Errorf("")}
 	}

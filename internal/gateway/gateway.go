@@ -83,7 +83,9 @@ func New(cfg *config.Config, o Options) (*Gateway, error) {
 }
 
 // Start opens every listener and starts serving. It returns once the sockets
-// are open; serving goes on until ctx is done or Shutdown is called.
+// are open; serving goes on until Shutdown is called, which drains
+// connections. ctx only carries values to the servers: cancelling it does
+// not stop them (that would cut connections without draining).
 func (g *Gateway) Start(ctx context.Context) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -101,21 +103,6 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	g.rt.warn(g.log)
 	return nil
-}
-
-// Run starts the gateway and serves until ctx is done, then drains
-// connections for at most the configured shutdown timeout.
-func (g *Gateway) Run(ctx context.Context) error {
-	if err := g.Start(ctx); err != nil {
-		return err
-	}
-	<-ctx.Done()
-	g.mu.Lock()
-	timeout := g.cfg.Timeouts.Shutdown.D()
-	g.mu.Unlock()
-	sctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	return g.Shutdown(sctx)
 }
 
 // Addr returns the bound address of the named listener, or nil.
