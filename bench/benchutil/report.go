@@ -249,20 +249,24 @@ func writeTable(w io.Writer, r results) map[string]verdict {
 	}
 	fmt.Fprintln(w)
 
+	// rateTable prints one constant-rate round (keys under prefix).
+	rateTable := func(prefix string) {
+		line("case", "achieved req/s", "p50", "p90", "p99", "p99.9", "max", "errors", "dropped")
+		for _, c := range []struct{ key, label string }{{"direct", "direct to origin"}, {"haproxy", "HAProxy, plain"}, {"pbxgate", "pbxgate, plain"}} {
+			p := prefix + "." + c.key + "."
+			if _, ok := r[p+"rps"]; !ok {
+				continue
+			}
+			errs, _ := r.num(p + "errors")
+			non2xx, _ := r.num(p + "non2xx")
+			line(c.label, r.int(p+"rps"), r.ms(p+"p50_us"), r.ms(p+"p90_us"), r.ms(p+"p99_us"), r.ms(p+"p999_us"), r.ms(p+"max_us"),
+				group(int64(errs+non2xx)), r.int(p+"dropped"))
+		}
+		flush()
+	}
 	fmt.Fprintf(w, "2. Open-loop constant rate %s req/s (%s), %s conns, %s measured after %s warm-up\n",
 		r.int("rate.target_rps"), r["rate.basis"], r["rate.conns"], r["rate.duration"], r["rate.warmup"])
-	line("case", "achieved req/s", "p50", "p90", "p99", "p99.9", "max", "errors", "dropped")
-	for _, c := range []struct{ key, label string }{{"direct", "direct to origin"}, {"haproxy", "HAProxy, plain"}, {"pbxgate", "pbxgate, plain"}} {
-		p := "rate." + c.key + "."
-		if _, ok := r[p+"rps"]; !ok {
-			continue
-		}
-		errs, _ := r.num(p + "errors")
-		non2xx, _ := r.num(p + "non2xx")
-		line(c.label, r.int(p+"rps"), r.ms(p+"p50_us"), r.ms(p+"p90_us"), r.ms(p+"p99_us"), r.ms(p+"p999_us"), r.ms(p+"max_us"),
-			group(int64(errs+non2xx)), r.int(p+"dropped"))
-	}
-	flush()
+	rateTable("rate")
 	ap, okap := r.diff("rate.pbxgate.p99_us", "rate.direct.p99_us")
 	ah, okah := r.diff("rate.haproxy.p99_us", "rate.direct.p99_us")
 	v["added_p99"] = check("added p99 through pbxgate < 1 ms at half peak", ap, okap, func(x float64) bool { return x < 1000 })
@@ -273,18 +277,7 @@ func writeTable(w io.Writer, r results) map[string]verdict {
 	}
 	if _, ok := r["rate2.target_rps"]; ok {
 		fmt.Fprintf(w, "\n2b. The same at %s req/s (%s), where the harness keeps up\n", r.int("rate2.target_rps"), r["rate2.basis"])
-		line("case", "achieved req/s", "p50", "p90", "p99", "p99.9", "max", "errors", "dropped")
-		for _, c := range []struct{ key, label string }{{"direct", "direct to origin"}, {"haproxy", "HAProxy, plain"}, {"pbxgate", "pbxgate, plain"}} {
-			p := "rate2." + c.key + "."
-			if _, ok := r[p+"rps"]; !ok {
-				continue
-			}
-			errs, _ := r.num(p + "errors")
-			non2xx, _ := r.num(p + "non2xx")
-			line(c.label, r.int(p+"rps"), r.ms(p+"p50_us"), r.ms(p+"p90_us"), r.ms(p+"p99_us"), r.ms(p+"p999_us"), r.ms(p+"max_us"),
-				group(int64(errs+non2xx)), r.int(p+"dropped"))
-		}
-		flush()
+		rateTable("rate2")
 		bp, okbp := r.diff("rate2.pbxgate.p99_us", "rate2.direct.p99_us")
 		bh, okbh := r.diff("rate2.haproxy.p99_us", "rate2.direct.p99_us")
 		fmt.Fprintf(w, "added p99 at the lower rate: pbxgate %s, HAProxy %s (for information; the target is at half peak)\n",
