@@ -28,6 +28,7 @@ type backendPool struct {
 type bconn struct {
 	c      net.Conn
 	rc     syscall.RawConn // for the liveness check; nil if unavailable
+	io     sockIO          // raw reads and writes, when rc is set
 	idleAt time.Time       // when it was put back
 	rdl    time.Time       // read deadline currently set
 	reused bool            // it served a request before
@@ -91,7 +92,24 @@ func (p *backendPool) dial(ctx context.Context) (*bconn, error) {
 	if sc, ok := c.(syscall.Conn); ok {
 		bc.rc, _ = sc.SyscallConn()
 	}
+	bc.io.bind(c, bc.rc)
 	return bc, nil
+}
+
+// read reads the backend connection (raw system calls where it can).
+func (bc *bconn) read(p []byte) (int, error) {
+	if bc.io.rc != nil {
+		return bc.io.read(p)
+	}
+	return bc.c.Read(p)
+}
+
+// write writes to the backend connection.
+func (bc *bconn) write(p []byte) (int, error) {
+	if bc.io.rc != nil {
+		return bc.io.write(p)
+	}
+	return bc.c.Write(p)
 }
 
 // put returns a connection after a complete exchange.

@@ -47,7 +47,11 @@
 //     dropped and its body streamed (no body for HEAD, 204, 304; chunked
 //     bodies re-framed; a body delimited by the backend closing ends with
 //     the client connection closed too). It does not add Date or
-//     Content-Type fields the backend did not send.
+//     Content-Type fields the backend did not send;
+//   - on Linux it reads and writes plaintext sockets (client and backend)
+//     with raw non-blocking system calls, waiting in the netpoller, rather
+//     than through net.Conn, which keeps the scheduler from handing the P
+//     between threads and waking sysmon on every call (sockio.go).
 //
 // Everything else goes to net/http at a request boundary, with the bytes
 // already read replayed: the HTTP/2 preface, protocol upgrades (WebSocket),

@@ -83,6 +83,7 @@ type leanConn struct {
 	cs    connectionStater // nil on plaintext
 	sni   string
 	raw   syscall.RawConn              // plaintext socket, for waiting without a buffer
+	io    sockIO                       // raw reads and writes of raw, when set
 	peek  interface{ Peeked() []byte } // the listener's replay, if any
 	ready func(uintptr) bool           // readReady, bound once
 	peer  netip.Addr
@@ -107,6 +108,7 @@ func newLeanConn(s *Server, c net.Conn, cs connectionStater) *leanConn {
 		lc.sni = cs.ConnectionState().ServerName
 	} else {
 		lc.raw = rawOf(c)
+		lc.io.bind(c, lc.raw)
 		lc.peek, _ = c.(interface{ Peeked() []byte })
 		lc.ready = lc.readReady
 	}
@@ -201,6 +203,23 @@ func (lc *leanConn) clearReadDeadline() {
 	}
 }
 
+// read reads the client connection: through raw system calls when it
+// is a plaintext socket whose sniffed bytes are consumed.
+func (lc *leanConn) read(p []byte) (int, error) {
+	if lc.io.rc != nil && (lc.peek == nil || len(lc.peek.Peeked()) == 0) {
+		return lc.io.read(p)
+	}
+	return lc.c.Read(p)
+}
+
+// write writes to the client connection.
+func (lc *leanConn) write(p []byte) (int, error) {
+	if lc.io.rc != nil {
+		return lc.io.write(p)
+	}
+	return lc.c.Write(p)
+}
+
 // awaitData waits, without holding a buffer where it can, for the next
 // request's first bytes, at most IdleTimeout. It reports false when the
 // connection is to be closed.
@@ -252,7 +271,7 @@ func (lc *leanConn) fill(limit int) error {
 			lc.grow(min(2*len(lc.buf), limit))
 		}
 	}
-	n, err := lc.c.Read(lc.buf[lc.w:])
+	n, err := lc.read(lc.buf[lc.w:])
 	lc.w += n
 	if n > 0 {
 		return nil
@@ -546,7 +565,7 @@ func (lc *leanConn) linger() {
 		lc.takeBuf(smallBuf)
 	}
 	for n := 0; n < lingerBytes; {
-		k, err := lc.c.Read(lc.buf)
+		k, err := lc.read(lc.buf)
 		n += k
 		if err != nil {
 			return
@@ -574,7 +593,7 @@ func (lc *leanConn) gatewayReply(code int, closeAfter bool) error {
 	if closeAfter || code == http.StatusBadRequest {
 		i = 1
 	}
-	_, err := lc.c.Write(gatewayResponses[code][i])
+	_, err := lc.write(gatewayResponses[code][i])
 	return err
 }
 
@@ -733,7 +752,7 @@ func (x *exchange) roundTrip(isHead bool) backendErr {
 	lc, rs, rq := x.lc, x.rs, x.rq
 	bc := x.bc
 	deadline := x.start.Add(x.h.responseHeaderTimeout)
-	if _, err := bc.c.Write(rs.out); err != nil {
+	if _, err := bc.write(rs.out); err != nil {
 		return backendErr{err: err}
 	}
 	// With Expect: 100-continue the body waits for the backend's 100, at
@@ -804,7 +823,7 @@ func (x *exchange) roundTrip(isHead bool) backendErr {
 		out = append(out, '\r', '\n')
 		rs.rsp = out
 		rs.br += end
-		if _, err := lc.c.Write(out); err != nil {
+		if _, err := lc.write(out); err != nil {
 			x.clientErr = true
 			return backendErr{err: errClientGone}
 		}
@@ -833,7 +852,7 @@ func (x *exchange) sendBody() error {
 					lc.grow(bigBuf)
 				}
 				lc.r, lc.w = 0, 0
-				n, err := lc.c.Read(lc.buf[:min(int64(len(lc.buf)), x.bodyLeft)])
+				n, err := lc.read(lc.buf[:min(int64(len(lc.buf)), x.bodyLeft)])
 				lc.w = n
 				if n == 0 {
 					x.clientErr = true
@@ -844,7 +863,7 @@ func (x *exchange) sendBody() error {
 				}
 			}
 			n := int(min(int64(lc.w-lc.r), x.bodyLeft))
-			_, err := bc.c.Write(lc.buf[lc.r : lc.r+n])
+			_, err := bc.write(lc.buf[lc.r : lc.r+n])
 			lc.r += n
 			x.bodyLeft -= int64(n)
 			if err != nil {
@@ -869,7 +888,7 @@ func (x *exchange) sendBody() error {
 			return err
 		}
 		if cp.done() || len(out) >= limit || lc.r == lc.w {
-			if _, err := bc.c.Write(out); err != nil {
+			if _, err := bc.write(out); err != nil {
 				rs.out = out[:0]
 				return err
 			}
@@ -883,7 +902,7 @@ func (x *exchange) sendBody() error {
 				lc.grow(bigBuf)
 			}
 			lc.r, lc.w = 0, 0
-			n, err := lc.c.Read(lc.buf)
+			n, err := lc.read(lc.buf)
 			lc.w = n
 			if n == 0 {
 				x.clientErr = true
@@ -964,7 +983,7 @@ func (x *exchange) fillBackend(limit int) error {
 			rs.bbufp, rs.bb = np, nb
 		}
 	}
-	n, err := x.bc.c.Read(rs.bb[rs.bw:])
+	n, err := x.bc.read(rs.bb[rs.bw:])
 	rs.bw += n
 	if n > 0 {
 		return nil
@@ -1026,7 +1045,7 @@ func (x *exchange) relayResponse(isHead bool, end int) backendErr {
 	var err error
 	switch mode {
 	case bodyNone:
-		_, err = lc.c.Write(out)
+		_, err = lc.write(out)
 	case bodyLength:
 		out, err = x.relayLength(out, rp.contentLength)
 	case bodyChunked:
@@ -1059,7 +1078,7 @@ func (x *exchange) relayResponse(isHead bool, end int) backendErr {
 
 // writeClient writes to the client; its failure is errClientGone.
 func (x *exchange) writeClient(p []byte) error {
-	if _, err := x.lc.c.Write(p); err != nil {
+	if _, err := x.lc.write(p); err != nil {
 		return errClientGone
 	}
 	return nil
@@ -1087,7 +1106,7 @@ func (x *exchange) relayLength(out []byte, n int64) ([]byte, error) {
 			}
 			rs.br, rs.bw = 0, 0
 			bc.setReadDeadline(time.Time{}, 0)
-			k, err := bc.c.Read(rs.bb[:min(int64(len(rs.bb)), n)])
+			k, err := bc.read(rs.bb[:min(int64(len(rs.bb)), n)])
 			rs.bw = k
 			if k == 0 {
 				if err == nil || err == io.EOF {
@@ -1133,7 +1152,7 @@ func (x *exchange) relayChunked(out []byte) ([]byte, error) {
 		if rs.br == rs.bw {
 			rs.br, rs.bw = 0, 0
 			bc.setReadDeadline(time.Time{}, 0)
-			k, err := bc.c.Read(rs.bb)
+			k, err := bc.read(rs.bb)
 			rs.bw = k
 			if k == 0 {
 				if err == nil || err == io.EOF {
@@ -1156,7 +1175,7 @@ func (x *exchange) relayUntilEOF(out []byte) ([]byte, error) {
 	}
 	bc.setReadDeadline(time.Time{}, 0)
 	for {
-		k, err := bc.c.Read(rs.bb)
+		k, err := bc.read(rs.bb)
 		if k > 0 {
 			x.bytes += int64(k)
 			if err := x.writeClient(rs.bb[:k]); err != nil {

@@ -3,6 +3,7 @@ package httpproxy
 import (
 	"net"
 	"syscall"
+	"unsafe"
 )
 
 // rawOf returns the socket under a plaintext connection, so that the lean
@@ -33,23 +34,19 @@ func (lc *leanConn) readReady(fd uintptr) bool {
 	if lc.bufp == nil {
 		lc.takeBuf(smallBuf)
 	}
-	for {
-		n, err := syscall.Read(int(fd), lc.buf)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			lc.releaseBuf()
-			return false
-		case err != nil:
-			lc.readErr = err
-		case n == 0:
-			lc.readErr = errEOF
-		default:
-			lc.r, lc.w = 0, n
-		}
-		return true
+	n, e := sysRead(fd, lc.buf)
+	switch {
+	case e == syscall.EAGAIN:
+		lc.releaseBuf()
+		return false
+	case e != 0:
+		lc.readErr = lc.io.opError("read", e)
+	case n == 0:
+		lc.readErr = errEOF
+	default:
+		lc.r, lc.w = 0, n
 	}
+	return true
 }
 
 // alive reports whether an idle backend connection is still usable: not
@@ -62,13 +59,42 @@ func (bc *bconn) alive() bool {
 	err := bc.rc.Read(func(fd uintptr) bool {
 		var b [1]byte
 		for {
-			n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-			if err == syscall.EINTR {
+			// A raw call, as in sockIO: it cannot block.
+			_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+				syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+			if e == syscall.EINTR {
 				continue
 			}
-			ok = err == syscall.EAGAIN && n <= 0
+			ok = e == syscall.EAGAIN
 			return true
 		}
 	})
 	return ok && err == nil
+}
+
+// rawSyscalls: sockIO uses raw system calls on this platform.
+const rawSyscalls = true
+
+// sysRead reads a non-blocking socket without telling the scheduler: the
+// call cannot block, and skipping the scheduler's syscall bookkeeping
+// keeps the sysmon thread asleep and the P on this thread (see sockIO).
+func sysRead(fd uintptr, p []byte) (int, syscall.Errno) {
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if e != syscall.EINTR {
+			return int(n), e
+		}
+	}
+}
+
+// sysWrite is sysRead's counterpart; MSG_NOSIGNAL: a closed peer is
+// EPIPE, not a signal.
+func sysWrite(fd uintptr, p []byte) (int, syscall.Errno) {
+	for {
+		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
+			syscall.MSG_NOSIGNAL, 0, 0)
+		if e != syscall.EINTR {
+			return int(n), e
+		}
+	}
 }
