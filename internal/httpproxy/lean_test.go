@@ -817,9 +817,16 @@ func TestLeanAccessLog(t *testing.T) {
 	cl.send("GET /a/b?secret=1 HTTP/1.1\r\n" + hostHdr + "\r\nGET / HTTP/1.1\r\nHost: nope.test\r\n\r\n")
 	cl.read("GET")
 	cl.read("GET")
-	mu.Lock()
-	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-	mu.Unlock()
+	// The access line is written after the response: wait for it.
+	var lines []string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		mu.Lock()
+		lines = strings.Split(strings.TrimSpace(buf.String()), "\n")
+		mu.Unlock()
+		if len(lines) >= 2 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if len(lines) != 2 {
 		t.Fatalf("log: %q", lines)
 	}
