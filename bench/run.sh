@@ -371,22 +371,30 @@ fi
 if has_step tcp; then
 	put "meta.idle_before_tcp_pct=$(cpu_idle 1)"
 	put "tcp.bytes=$TCP_BYTES" "tcp.streams=1" "tcp.repeat=$TCP_REPEAT"
-	tcp_case() { # tcp_case KEY PORT: best of TCP_REPEAT transfers each way
-		local dir i best mbps
+	tcp_case() { # tcp_case KEY PORT [PIN...]: best of TCP_REPEAT transfers each way
+		local key=$1 port=$2 dir i best mbps
+		shift 2
+		local pin=("$@")
+		((${#pin[@]})) || pin=("${GEN[@]}")
 		for dir in down up; do
 			best=0
 			for ((i = 1; i <= TCP_REPEAT; i++)); do
-				log "tcp: $1 $dir $TCP_BYTES bytes ($i/$TCP_REPEAT)"
-				timeout 300 "${GEN[@]}" "$B/tcpstream" client -addr "127.0.0.1:$2" -bytes "$TCP_BYTES" -dir "$dir" \
-					>"$WORK/tcp-$1-$dir.txt"
-				mbps=$(sed -n 's/^TCPRESULT mbps=\([0-9.]*\) .*/\1/p' "$WORK/tcp-$1-$dir.txt")
-				[[ -n "$mbps" ]] || { cat "$WORK/tcp-$1-$dir.txt" >&2; die "no TCPRESULT from tcpstream"; }
+				log "tcp: $key $dir $TCP_BYTES bytes ($i/$TCP_REPEAT)"
+				timeout 300 "${pin[@]}" "$B/tcpstream" client -addr "127.0.0.1:$port" -bytes "$TCP_BYTES" -dir "$dir" \
+					>"$WORK/tcp-$key-$dir.txt"
+				mbps=$(sed -n 's/^TCPRESULT mbps=\([0-9.]*\) .*/\1/p' "$WORK/tcp-$key-$dir.txt")
+				[[ -n "$mbps" ]] || { cat "$WORK/tcp-$key-$dir.txt" >&2; die "no TCPRESULT from tcpstream"; }
 				best=$(awk -v a="$best" -v b="$mbps" 'BEGIN{print (b > a ? b : a)}')
 			done
-			put "tcp.$1.${dir}_mbps=$best"
+			put "tcp.$key.${dir}_mbps=$best"
 		done
 	}
 	tcp_case direct "$ORIGIN_TCP"
+	# The same transfer with the client on the proxy's core: the two ends no
+	# longer share one CPU's cache, as they do not through a proxy either.
+	if ((${#PROXY[@]})); then
+		tcp_case direct_xcore "$ORIGIN_TCP" "${PROXY[@]}"
+	fi
 	tcp_case haproxy "$HAP_TCP"
 	if ((WITH_PBX)); then
 		tcp_case pbxgate "$PBX_TCP"

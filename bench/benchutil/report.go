@@ -287,7 +287,7 @@ func writeTable(w io.Writer, r results) map[string]verdict {
 
 	fmt.Fprintf(w, "3. TCP relay, %s stream(s) of %s bytes each way, best of %s (client speaks first; down = origin sends)\n", r["tcp.streams"], r.int("tcp.bytes"), r["tcp.repeat"])
 	line("case", "down MB/s", "up MB/s")
-	for _, c := range []struct{ key, label string }{{"direct", "direct to origin"}, {"haproxy", "HAProxy, mode tcp"}, {"pbxgate", "pbxgate, protocols [tcp]"}} {
+	for _, c := range []struct{ key, label string }{{"direct", "direct to origin"}, {"direct_xcore", "direct, client on the proxy's CPU"}, {"haproxy", "HAProxy, mode tcp"}, {"pbxgate", "pbxgate, protocols [tcp]"}} {
 		p := "tcp." + c.key + "."
 		if _, ok := r[p+"down_mbps"]; !ok {
 			continue
@@ -299,7 +299,16 @@ func writeTable(w io.Writer, r results) map[string]verdict {
 	tu, oku := r.ratio("tcp.pbxgate.up_mbps", "tcp.direct.up_mbps")
 	tmin, okmin := math.Min(td, tu), okd && oku
 	v["tcp_relay"] = check("pbxgate TCP relay >= 0.80 of direct (worse direction)", tmin, okmin, func(x float64) bool { return x >= 0.8 })
-	fmt.Fprintf(w, "pbxgate/direct: down %s, up %s [%s] (target >= 0.80)\n\n", fmtNum(td, okd, "%.2f"), fmtNum(tu, oku, "%.2f"), v["tcp_relay"])
+	fmt.Fprintf(w, "pbxgate/direct: down %s, up %s [%s] (target >= 0.80)\n", fmtNum(td, okd, "%.2f"), fmtNum(tu, oku, "%.2f"), v["tcp_relay"])
+	if _, ok := r["tcp.direct_xcore.down_mbps"]; ok {
+		xd, okxd := r.ratio("tcp.pbxgate.down_mbps", "tcp.direct_xcore.down_mbps")
+		xu, okxu := r.ratio("tcp.pbxgate.up_mbps", "tcp.direct_xcore.up_mbps")
+		hd, okhd := r.ratio("tcp.haproxy.down_mbps", "tcp.direct_xcore.down_mbps")
+		hu, okhu := r.ratio("tcp.haproxy.up_mbps", "tcp.direct_xcore.up_mbps")
+		fmt.Fprintf(w, "against the cross-core direct transfer (for information): pbxgate down %s, up %s; HAProxy down %s, up %s\n",
+			fmtNum(xd, okxd, "%.2f"), fmtNum(xu, okxu, "%.2f"), fmtNum(hd, okhd, "%.2f"), fmtNum(hu, okhu, "%.2f"))
+	}
+	fmt.Fprintln(w)
 
 	fmt.Fprintf(w, "4. %s idle TLS keep-alive connections (handshake + 1 request each, then idle)\n", r.int("rss.conns"))
 	line("case", "open", "failed", "RSS before", "RSS with conns", "peak RSS", "KiB/conn", "setup s")
