@@ -43,7 +43,7 @@ type Gateway struct {
 	started   bool
 	closed    bool
 	serveCtx  context.Context
-	wg        sync.WaitGroup // Serve goroutines
+	wg        sync.WaitGroup // Serve goroutines and drains of removed listeners
 }
 
 // liveListener is one open socket and the servers behind it. It outlives
@@ -166,7 +166,11 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	for name, l := range g.listeners {
 		if a := addrOf(cfg, name); !keep[name] || a != l.addr {
 			delete(g.listeners, name)
-			go g.drain(l)
+			g.wg.Add(1) // Shutdown waits for the drain too
+			go func() {
+				defer g.wg.Done()
+				g.drain(l)
+			}()
 		}
 	}
 	for _, l := range opened {

@@ -232,3 +232,47 @@ services:
 		t.Fatalf("echo through the tcp listener: %q, %v; want %q", got, err, msg)
 	}
 }
+
+func TestReloadRemovesListener(t *testing.T) {
+	dir := t.TempDir()
+	a := origin(t, "A")
+	two := fmt.Sprintf(`data_dir: %s
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    protocols: [http]
+  - name: extra
+    address: 127.0.0.1:0
+    protocols: [http]
+services:
+  - name: app
+    protocol: http
+    hosts: [app.test]
+    backend: {address: %q}
+`, dir, a)
+	g := start(t, parse(t, two), &event.Recorder{})
+	extra := g.Addr("extra").String()
+	if code, _ := get(t, extra, "app.test"); code != 200 {
+		t.Fatalf("extra listener before reload: %d", code)
+	}
+	// "web" keeps its configured address, so only "extra" goes.
+	one := parse(t, webConfig(dir, "127.0.0.1:0", a, ""))
+	if err := g.Reload(one); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if g.Addr("extra") != nil {
+		t.Fatal("removed listener still known")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", extra, time.Second)
+		if err != nil {
+			break // closed: the listener is gone
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("removed listener still accepts connections")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
