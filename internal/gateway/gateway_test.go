@@ -263,16 +263,27 @@ services:
 	if g.Addr("extra") != nil {
 		t.Fatal("removed listener still known")
 	}
+	// The port may be handed to a parallel test as soon as it is free, so
+	// "still ours" means it still routes to our origin.
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", extra, time.Second)
-		if err != nil {
-			break // closed: the listener is gone
-		}
-		c.Close()
+	for stillOurs(extra) {
 		if time.Now().After(deadline) {
-			t.Fatal("removed listener still accepts connections")
+			t.Fatal("removed listener still serves")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// stillOurs reports whether addr answers app.test with origin "A".
+func stillOurs(addr string) bool {
+	req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+	req.Host = "app.test"
+	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode == 200 && string(b) == "A"
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -91,6 +92,30 @@ func cleanEnv(extra ...string) []string {
 // accepted.
 func freeAddr(t testing.TB) string {
 	t.Helper()
+	// A port from the kernel's ephemeral range (what ":0" gives) can be
+	// taken by any outgoing connection of a parallel test — curl's source
+	// port, a backend dial — between picking it and pbxgate binding it.
+	// Ports below that range are never handed out implicitly, so pick there,
+	// and never the same one twice in this process.
+	lo, hi := 10000, ephemeralLow()-1
+	freeMu.Lock()
+	defer freeMu.Unlock()
+	for range 200 {
+		if hi-lo < 1000 {
+			break
+		}
+		port := lo + rand.IntN(hi-lo)
+		if freeUsed[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		freeUsed[port] = true
+		return ln.Addr().String()
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -98,6 +123,28 @@ func freeAddr(t testing.TB) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
+}
+
+var (
+	freeMu   sync.Mutex
+	freeUsed = map[int]bool{}
+)
+
+// ephemeralLow is the first port of the kernel's ephemeral range.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return n
 }
 
 // portOf returns the port of a host:port address.
