@@ -3,16 +3,12 @@ package backend
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"io"
 	"io/fs"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,73 +19,19 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/pbxgate/pbxgate/internal/testpki"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const wait = 10 * time.Second
 
-// ca is a test certificate authority.
-type ca struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newCA(t *testing.T, name string) *ca {
+// backendCert issues the test backend's certificate, for backend.test and
+// 127.0.0.1.
+func backendCert(t *testing.T, ca *testpki.CA) tls.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &ca{cert, key, pool}
-}
-
-// leaf issues a server certificate for backend.test and 127.0.0.1.
-func (c *ca) leaf(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "backend.test"},
-		DNSNames:     []string{"backend.test"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-func (c *ca) pem() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.cert.Raw})
+	return ca.Leaf(t, "backend.test", "backend.test", "127.0.0.1")
 }
 
 // serve accepts on a loopback listener and runs handle for every
@@ -165,18 +107,18 @@ func TestDialPlain(t *testing.T) {
 }
 
 func TestDialTLS(t *testing.T) {
-	good, other := newCA(t, "good CA"), newCA(t, "other CA")
-	cert := good.leaf(t)
+	good, other := testpki.New(t, "good CA"), testpki.New(t, "other CA")
+	cert := backendCert(t, good)
 	tests := []struct {
 		name      string
 		serverMax uint16 // 0: Go's default
 		opts      Options
 		check     func(t *testing.T, err error) // nil: Dial must succeed
 	}{
-		{name: "IP address as server name", opts: Options{RootCAs: good.pool}},
-		{name: "DNS server name", opts: Options{RootCAs: good.pool, ServerName: "backend.test"}},
-		{name: "TLS 1.2 backend", serverMax: tls.VersionTLS12, opts: Options{RootCAs: good.pool}},
-		{name: "wrong CA", opts: Options{RootCAs: other.pool}, check: func(t *testing.T, err error) {
+		{name: "IP address as server name", opts: Options{RootCAs: good.Pool()}},
+		{name: "DNS server name", opts: Options{RootCAs: good.Pool(), ServerName: "backend.test"}},
+		{name: "TLS 1.2 backend", serverMax: tls.VersionTLS12, opts: Options{RootCAs: good.Pool()}},
+		{name: "wrong CA", opts: Options{RootCAs: other.Pool()}, check: func(t *testing.T, err error) {
 			var uae x509.UnknownAuthorityError
 			if !errors.As(err, &uae) {
 				t.Fatalf("want x509.UnknownAuthorityError, got %v", err)
@@ -188,14 +130,14 @@ func TestDialTLS(t *testing.T) {
 				t.Fatalf("want *tls.CertificateVerificationError, got %v", err)
 			}
 		}},
-		{name: "wrong server name", opts: Options{RootCAs: good.pool, ServerName: "other.test"}, check: func(t *testing.T, err error) {
+		{name: "wrong server name", opts: Options{RootCAs: good.Pool(), ServerName: "other.test"}, check: func(t *testing.T, err error) {
 			var he x509.HostnameError
 			if !errors.As(err, &he) || !strings.Contains(err.Error(), `"other.test"`) {
 				t.Fatalf("want x509.HostnameError naming other.test, got %v", err)
 			}
 		}},
-		{name: "insecure skip verify accepts an unknown CA", opts: Options{RootCAs: other.pool, InsecureSkipVerify: true}},
-		{name: "backend below MinTLSVersion", serverMax: tls.VersionTLS12, opts: Options{RootCAs: good.pool, MinTLSVersion: tls.VersionTLS13}, check: func(t *testing.T, err error) {
+		{name: "insecure skip verify accepts an unknown CA", opts: Options{RootCAs: other.Pool(), InsecureSkipVerify: true}},
+		{name: "backend below MinTLSVersion", serverMax: tls.VersionTLS12, opts: Options{RootCAs: good.Pool(), MinTLSVersion: tls.VersionTLS13}, check: func(t *testing.T, err error) {
 			if !strings.Contains(err.Error(), "protocol version") {
 				t.Fatalf("want a protocol version error, got %v", err)
 			}
@@ -394,8 +336,8 @@ func TestDefaultsAndTLSConfig(t *testing.T) {
 }
 
 func TestLoadCAFile(t *testing.T) {
-	ca1, ca2 := newCA(t, "one"), newCA(t, "two")
-	keyDER, err := x509.MarshalECPrivateKey(ca1.key)
+	ca1, ca2 := testpki.New(t, "one"), testpki.New(t, "two")
+	keyDER, err := x509.MarshalECPrivateKey(backendCert(t, ca1).PrivateKey.(*ecdsa.PrivateKey))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,14 +346,14 @@ func TestLoadCAFile(t *testing.T) {
 	tests := []struct {
 		name    string
 		content []byte // nil: file absent
-		trusts  []*ca
+		trusts  []*testpki.CA
 		wantErr string
 	}{
-		{"bundle of two", append(ca1.pem(), ca2.pem()...), []*ca{ca1, ca2}, ""},
-		{"key and comments are skipped", append(append([]byte("# bundle\n"), keyPEM...), ca2.pem()...), []*ca{ca2}, ""},
+		{"bundle of two", append(ca1.PEM(), ca2.PEM()...), []*testpki.CA{ca1, ca2}, ""},
+		{"key and comments are skipped", append(append([]byte("# bundle\n"), keyPEM...), ca2.PEM()...), []*testpki.CA{ca2}, ""},
 		{"empty", []byte{}, nil, "no PEM CERTIFICATE block found (0 other"},
 		{"key only", keyPEM, nil, "no PEM CERTIFICATE block found (1 other"},
-		{"DER, not PEM", ca1.cert.Raw, nil, "no PEM CERTIFICATE block"},
+		{"DER, not PEM", ca1.Cert().Raw, nil, "no PEM CERTIFICATE block"},
 		{"broken certificate", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("junk")}), nil, "PEM block 1"},
 		{"missing", nil, nil, "no such file"},
 	}
@@ -436,25 +378,16 @@ func TestLoadCAFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, c := range []*ca{ca1, ca2} {
-				_, verr := c.leafCert(t).Verify(x509.VerifyOptions{Roots: pool, DNSName: "backend.test"})
+			for _, c := range []*testpki.CA{ca1, ca2} {
+				_, verr := backendCert(t, c).Leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: "backend.test"})
 				trusted := false
 				for _, want := range tt.trusts {
 					trusted = trusted || want == c
 				}
 				if (verr == nil) != trusted {
-					t.Errorf("CA %q: verify error %v, want trusted=%v", c.cert.Subject.CommonName, verr, trusted)
+					t.Errorf("CA %q: verify error %v, want trusted=%v", c.Cert().Subject.CommonName, verr, trusted)
 				}
 			}
 		})
 	}
-}
-
-func (c *ca) leafCert(t *testing.T) *x509.Certificate {
-	t.Helper()
-	leaf, err := x509.ParseCertificate(c.leaf(t).Certificate[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return leaf
 }

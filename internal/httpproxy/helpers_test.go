@@ -3,15 +3,9 @@ package httpproxy
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -24,6 +18,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/pbxgate/pbxgate/internal/event"
+	"github.com/pbxgate/pbxgate/internal/testpki"
 )
 
 // needPeer fails the test when an external program is missing.
@@ -105,30 +100,6 @@ func newBackend(t testing.TB, name string, start func(*httptest.Server)) *httpte
 
 func backendAddr(ts *httptest.Server) string { return ts.Listener.Addr().String() }
 
-// testCert returns a self-signed certificate for the test names.
-func testCert(t testing.TB) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "pbxgate test"},
-		DNSNames:     []string{"prov.example.com", "*.example.com", "example.com"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
 // connMode says how the test listener hands connections to the Server,
 // mimicking the three forms the listener package produces.
 type connMode int
@@ -191,7 +162,7 @@ func startProxy(t testing.TB, mode connMode, o Options, so ServerOptions) *proxy
 	}
 	env.addr = ln.Addr().String()
 	_, env.port, _ = net.SplitHostPort(env.addr)
-	cert := testCert(t)
+	cert := testpki.New(t, "httpproxy test CA").Leaf(t, "pbxgate test", "prov.example.com", "*.example.com", "example.com", "127.0.0.1")
 	protos := []string{"h2", "http/1.1", "http/1.0"}
 	if mode == modeStater {
 		protos = []string{"http/1.1", "http/1.0"}

@@ -3,14 +3,8 @@ package ldap_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -24,6 +18,7 @@ import (
 
 	"github.com/pbxgate/pbxgate/internal/event"
 	"github.com/pbxgate/pbxgate/internal/ldap"
+	"github.com/pbxgate/pbxgate/internal/testpki"
 )
 
 // needBinary finds an external program the test needs, or fails naming the
@@ -64,7 +59,7 @@ func startSlapd(t *testing.T, withTLS bool) *slapd {
 		conf.WriteString("modulepath /usr/lib/ldap\nmoduleload back_mdb\n")
 	}
 	if withTLS {
-		cert, key := writeCert(t, dir)
+		cert, key := testpki.New(t, "slapd test CA").WriteLeaf(t, dir, "slapd", "127.0.0.1", "127.0.0.1", "localhost")
 		fmt.Fprintf(&conf, "TLSCertificateFile %s\nTLSCertificateKeyFile %s\n", cert, key)
 	}
 	fmt.Fprintf(&conf, "database mdb\nmaxsize 10485760\nsuffix \"dc=example,dc=com\"\nrootdn \"cn=admin,dc=example,dc=com\"\nrootpw secret\ndirectory %s/db\n", dir)
@@ -119,33 +114,6 @@ func mustWrite(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// writeCert writes a self-signed RSA certificate for 127.0.0.1.
-func writeCert(t *testing.T, dir string) (certPath, keyPath string) {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:     []string{"localhost"},
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	mustWrite(t, certPath, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
-	mustWrite(t, keyPath, string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})))
-	return certPath, keyPath
 }
 
 // ldapsearch runs the OpenLDAP client and returns its exit code and output.

@@ -3,21 +3,13 @@ package listen
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -26,6 +18,7 @@ import (
 	"github.com/pbxgate/pbxgate/internal/certs"
 	"github.com/pbxgate/pbxgate/internal/event"
 	"github.com/pbxgate/pbxgate/internal/sniff"
+	"github.com/pbxgate/pbxgate/internal/testpki"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -222,60 +215,22 @@ type pki struct {
 	store *certs.Store
 }
 
-// newPKI writes one CA-signed leaf per name→hosts entry and loads them.
+// newPKI writes one CA-signed leaf per name→hosts entry (name as common
+// name) and loads them.
 func newPKI(t *testing.T, leaves map[string][]string) *pki {
 	t.Helper()
 	dir := t.TempDir()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "listen test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	p := &pki{pool: x509.NewCertPool()}
-	p.pool.AddCert(ca)
+	ca := testpki.New(t, "listen test CA")
 	var pairs []certs.Pair
-	serial := int64(2)
 	for name, hosts := range leaves {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-			DNSNames: hosts,
-		}
-		serial++
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-		pair := certs.Pair{Name: name, CertFile: filepath.Join(dir, name+".crt"), KeyFile: filepath.Join(dir, name+".key")}
-		if err := os.WriteFile(pair.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(pair.KeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		pairs = append(pairs, pair)
+		certFile, keyFile := ca.WriteLeaf(t, dir, name, name, hosts...)
+		pairs = append(pairs, certs.Pair{Name: name, CertFile: certFile, KeyFile: keyFile})
 	}
 	st, err := certs.Load(pairs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.store = st
-	return p
+	return &pki{pool: ca.Pool(), store: st}
 }
 
 // serverTLS builds a listener tls.Config from the store.

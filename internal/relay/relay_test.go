@@ -3,25 +3,20 @@ package relay
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	mrand "math/rand/v2"
 	"net"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/pbxgate/pbxgate/internal/testpki"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -91,51 +86,13 @@ var modes = []mode{
 	}},
 }
 
-var (
-	tlsOnce      sync.Once
-	tlsCert      tls.Certificate
-	tlsCertPool  *x509.CertPool
-	tlsSetupFail error
-)
-
+// tlsConfigs returns a server config with a certificate for relay.test and
+// a client config trusting its CA.
 func tlsConfigs(t testing.TB) (srv, cli *tls.Config) {
 	t.Helper()
-	tlsOnce.Do(func() {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			tlsSetupFail = err
-			return
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber:          big.NewInt(1),
-			Subject:               pkix.Name{CommonName: "relay.test"},
-			DNSNames:              []string{"relay.test"},
-			NotBefore:             time.Now().Add(-time.Hour),
-			NotAfter:              time.Now().Add(time.Hour),
-			KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-			ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-			BasicConstraintsValid: true,
-			IsCA:                  true,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		if err != nil {
-			tlsSetupFail = err
-			return
-		}
-		leaf, err := x509.ParseCertificate(der)
-		if err != nil {
-			tlsSetupFail = err
-			return
-		}
-		tlsCert = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
-		tlsCertPool = x509.NewCertPool()
-		tlsCertPool.AddCert(leaf)
-	})
-	if tlsSetupFail != nil {
-		t.Fatal(tlsSetupFail)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{tlsCert}},
-		&tls.Config{RootCAs: tlsCertPool, ServerName: "relay.test"}
+	ca := testpki.New(t, "relay test CA")
+	return &tls.Config{Certificates: []tls.Certificate{ca.Leaf(t, "relay.test", "relay.test")}},
+		&tls.Config{RootCAs: ca.Pool(), ServerName: "relay.test"}
 }
 
 type pipeResult struct {

@@ -2,14 +2,9 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pbxgate/pbxgate/internal/testpki"
 )
 
 // echoReply is what an echo backend answers: who it is and what request it
@@ -78,76 +75,20 @@ func (r curlResult) echo(t testing.TB) echoReply {
 
 // pki is a test CA and two server certificates it signed, as PEM files.
 type pki struct {
-	CA         string // CA certificate
-	A, AKey    string // a.example.test, *.wild.example.test, IP 127.0.0.1
-	B, BKey    string // b.example.test
-	Pool       *x509.CertPool
-	caCert     *x509.Certificate
-	caKey      *ecdsa.PrivateKey
-	dir        string
-	serialNext int64
+	CA      string // CA certificate
+	A, AKey string // a.example.test, *.wild.example.test, IP 127.0.0.1
+	B, BKey string // b.example.test
+	Pool    *x509.CertPool
 }
 
 func newPKI(t testing.TB) *pki {
 	t.Helper()
-	p := &pki{dir: t.TempDir(), Pool: x509.NewCertPool(), serialNext: 1}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(p.serialNext),
-		Subject:               pkix.Name{CommonName: "pbxgate e2e test CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.caCert, _ = x509.ParseCertificate(der)
-	p.caKey = key
-	p.Pool.AddCert(p.caCert)
-	p.CA = writeFile(t, p.dir, "ca.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
-	p.A, p.AKey = p.leaf(t, "a", []string{"a.example.test", "*.wild.example.test"}, []net.IP{net.IPv4(127, 0, 0, 1)})
-	p.B, p.BKey = p.leaf(t, "b", []string{"b.example.test"}, nil)
+	dir := t.TempDir()
+	ca := testpki.New(t, "pbxgate e2e test CA")
+	p := &pki{CA: ca.WritePEM(t, dir, "ca.pem"), Pool: ca.Pool()}
+	p.A, p.AKey = ca.WriteLeaf(t, dir, "a", "a.example.test", "a.example.test", "*.wild.example.test", "127.0.0.1")
+	p.B, p.BKey = ca.WriteLeaf(t, dir, "b", "b.example.test", "b.example.test")
 	return p
-}
-
-// leaf issues a server certificate and writes name.crt and name.key.
-func (p *pki) leaf(t testing.TB, name string, dns []string, ips []net.IP) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.serialNext++
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(p.serialNext),
-		Subject:      pkix.Name{CommonName: dns[0]},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     dns,
-		IPAddresses:  ips,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.caCert, &key.PublicKey, p.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile = writeFile(t, p.dir, name+".crt", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
-	keyFile = writeFile(t, p.dir, name+".key", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})))
-	return certFile, keyFile
 }
 
 // slapd is the directory every LDAP test talks to through pbxgate.
