@@ -133,7 +133,7 @@ wait_port() {
 
 # --------------------------------------------------------------- prerequisites
 need=()
-for pair in wrk:wrk haproxy:haproxy curl:curl taskset:util-linux; do
+for pair in wrk:wrk haproxy:haproxy curl:curl taskset:util-linux chrt:util-linux; do
 	command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then
@@ -152,10 +152,16 @@ ulimit -n $((MAXCONN * 2 + 1024 > 65536 ? MAXCONN * 2 + 1024 : 65536)) 2>/dev/nu
 
 ncpu=$(nproc)
 if [[ "$PIN" == 1 && $ncpu -ge 2 ]]; then
-	GEN=(taskset -c 0)
+	# SCHED_BATCH: the load tools and the origins share CPU 0, and without
+	# it each request's wake-up of the other side preempted the writer
+	# (two involuntary context switches per request, tens of thousands per
+	# second); the harness core then saturated near 22k req/s and its own
+	# tail swamped the proxies'. Batch tasks do not preempt on wake-up, so
+	# each side finishes its burst of work first.
+	GEN=(taskset -c 0 chrt -b 0)
 	PROXY=(taskset -c 1)
 	THREADS=1
-	PINNING="wrk/loadgen/tcpstream/tlsidle and the origin servers on CPU 0; the proxy under test alone on CPU 1 (HAProxy nbthread 1, pbxgate GOMAXPROCS=1)"
+	PINNING="wrk/loadgen/tcpstream/tlsidle and the origin servers on CPU 0 (SCHED_BATCH: no wake-up preemption among them); the proxy under test alone on CPU 1 (HAProxy nbthread 1, pbxgate GOMAXPROCS=1)"
 else
 	GEN=()
 	PROXY=()
