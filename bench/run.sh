@@ -159,11 +159,16 @@ if [[ "$PIN" == 1 && $ncpu -ge 2 ]]; then
 	# tail swamped the proxies'. Batch tasks do not preempt on wake-up, so
 	# each side finishes its burst of work first.
 	GEN=(taskset -c 0 chrt -b 0)
+	# The relay step keeps normal scheduling: a same-core direct transfer
+	# under SCHED_BATCH runs unpreempted at twice its usual rate, which
+	# would make the baseline a different experiment from the proxied one.
+	TCPGEN=(taskset -c 0)
 	PROXY=(taskset -c 1)
 	THREADS=1
-	PINNING="wrk/loadgen/tcpstream/tlsidle and the origin servers on CPU 0 (SCHED_BATCH: no wake-up preemption among them); the proxy under test alone on CPU 1 (HAProxy nbthread 1, pbxgate GOMAXPROCS=1)"
+	PINNING="wrk/loadgen/tcpstream/tlsidle and the origin servers on CPU 0 (SCHED_BATCH, except the relay step: no wake-up preemption among them); the proxy under test alone on CPU 1 (HAProxy nbthread 1, pbxgate GOMAXPROCS=1)"
 else
 	GEN=()
+	TCPGEN=()
 	PROXY=()
 	THREADS=$ncpu
 	PINNING="none; proxies get $THREADS threads (HAProxy nbthread, pbxgate GOMAXPROCS)"
@@ -259,7 +264,7 @@ put "meta.date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
 # ------------------------------------------------------------------- servers
 start origin-http "${GEN[@]}" env GOMAXPROCS=1 "$B/backend" -addr "127.0.0.1:$ORIGIN_HTTP" -mode "$ORIGIN_MODE"
 wait_port "$ORIGIN_HTTP" "$LAST_PID" origin-http
-start origin-tcp "${GEN[@]}" env GOMAXPROCS=1 "$B/tcpstream" serve -addr "127.0.0.1:$ORIGIN_TCP"
+start origin-tcp "${TCPGEN[@]}" env GOMAXPROCS=1 "$B/tcpstream" serve -addr "127.0.0.1:$ORIGIN_TCP"
 wait_port "$ORIGIN_TCP" "$LAST_PID" origin-tcp
 
 HAP_PID="" PBX_PID=""
@@ -381,7 +386,7 @@ if has_step tcp; then
 		local key=$1 port=$2 dir i best mbps
 		shift 2
 		local pin=("$@")
-		((${#pin[@]})) || pin=("${GEN[@]}")
+		((${#pin[@]})) || pin=("${TCPGEN[@]}")
 		for dir in down up; do
 			best=0
 			for ((i = 1; i <= TCP_REPEAT; i++)); do
