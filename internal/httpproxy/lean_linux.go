@@ -4,6 +4,8 @@ import (
 	"net"
 	"syscall"
 	"unsafe"
+
+	"github.com/pbxgate/pbxgate/internal/rawio"
 )
 
 // rawOf returns the socket under a plaintext connection, so that the lean
@@ -34,7 +36,7 @@ func (lc *leanConn) readReady(fd uintptr) bool {
 	if lc.bufp == nil {
 		lc.takeBuf(smallBuf)
 	}
-	n, e := sysRead(fd, lc.buf)
+	n, e := rawio.Read(fd, lc.buf)
 	switch {
 	case e == syscall.EAGAIN:
 		lc.releaseBuf()
@@ -70,31 +72,4 @@ func (bc *bconn) alive() bool {
 		}
 	})
 	return ok && err == nil
-}
-
-// rawSyscalls: sockIO uses raw system calls on this platform.
-const rawSyscalls = true
-
-// sysRead reads a non-blocking socket without telling the scheduler: the
-// call cannot block, and skipping the scheduler's syscall bookkeeping
-// keeps the sysmon thread asleep and the P on this thread (see sockIO).
-func sysRead(fd uintptr, p []byte) (int, syscall.Errno) {
-	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		if e != syscall.EINTR {
-			return int(n), e
-		}
-	}
-}
-
-// sysWrite is sysRead's counterpart; MSG_NOSIGNAL: a closed peer is
-// EPIPE, not a signal.
-func sysWrite(fd uintptr, p []byte) (int, syscall.Errno) {
-	for {
-		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
-			syscall.MSG_NOSIGNAL, 0, 0)
-		if e != syscall.EINTR {
-			return int(n), e
-		}
-	}
 }

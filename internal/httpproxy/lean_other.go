@@ -16,8 +16,5 @@ func (lc *leanConn) readReady(uintptr) bool { return true }
 // alive cannot peek here; a dead connection is found by the retry.
 func (bc *bconn) alive() bool { return true }
 
-// rawSyscalls: sockIO is not used on this platform.
-const rawSyscalls = false
-
 func sysRead(uintptr, []byte) (int, syscall.Errno)  { return 0, syscall.ENOTSUP }
 func sysWrite(uintptr, []byte) (int, syscall.Errno) { return 0, syscall.ENOTSUP }

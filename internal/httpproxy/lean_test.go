@@ -774,34 +774,6 @@ func TestLeanShutdown(t *testing.T) {
 	}
 }
 
-// TestLeanAllocs checks that a proxied request allocates at most twice on
-// the lean path (the client, the origin and the gateway share the process;
-// the first two do not allocate).
-func TestLeanAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("allocation counts are meaningless with the race detector")
-	}
-	leakCheck(t)
-	origin := fastOrigin(t)
-	env := startProxy(t, modePlain, Options{Services: []Service{
-		{Name: "prov", Hosts: []string{"prov.example.com"}, Backend: Backend{Address: origin}, Rules: benchRules(t)},
-	}}, ServerOptions{})
-	cl := newBenchClient(t, env.addr)
-	for range 10 {
-		if st, err := cl.do(); err != nil || st != 200 {
-			t.Fatalf("%d %v", st, err)
-		}
-	}
-	n := testing.AllocsPerRun(200, func() {
-		if st, err := cl.do(); err != nil || st != 200 {
-			t.Fatalf("%d %v", st, err)
-		}
-	})
-	if n > 2 {
-		t.Fatalf("%v allocations per request, want at most 2", n)
-	}
-}
-
 func TestLeanAccessLog(t *testing.T) {
 	leakCheck(t)
 	o := okOrigin(t)

@@ -5,6 +5,8 @@ import (
 	"net"
 	"os"
 	"syscall"
+
+	"github.com/pbxgate/pbxgate/internal/rawio"
 )
 
 // sockIO reads and writes a plaintext TCP socket of the lean path with
@@ -29,10 +31,11 @@ type sockIO struct {
 	rf, wf func(uintptr) bool // readFn and writeFn, bound once
 }
 
-// bind sets up raw I/O on rc; with a nil rc (or where raw system calls
-// are not implemented) the sockIO stays unused.
+// bind sets up raw I/O on rc. With a nil rc, or on platforms without
+// raw socket calls (rawio.Supported false), the sockIO stays unbound and
+// the connection's own Read and Write are used.
 func (s *sockIO) bind(c net.Conn, rc syscall.RawConn) {
-	if !rawSyscalls || rc == nil {
+	if !rawio.Supported || rc == nil {
 		return
 	}
 	s.c, s.rc = c, rc
@@ -40,7 +43,7 @@ func (s *sockIO) bind(c net.Conn, rc syscall.RawConn) {
 }
 
 func (s *sockIO) readFn(fd uintptr) bool {
-	n, e := sysRead(fd, s.p)
+	n, e := rawio.Read(fd, s.p)
 	if e == syscall.EAGAIN {
 		return false
 	}
@@ -50,7 +53,7 @@ func (s *sockIO) readFn(fd uintptr) bool {
 
 func (s *sockIO) writeFn(fd uintptr) bool {
 	for s.n < len(s.p) {
-		n, e := sysWrite(fd, s.p[s.n:])
+		n, e := rawio.Write(fd, s.p[s.n:])
 		if e == syscall.EAGAIN {
 			return false
 		}

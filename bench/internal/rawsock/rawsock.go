@@ -22,6 +22,8 @@ import (
 	"net"
 	"os"
 	"syscall"
+
+	"github.com/pbxgate/pbxgate/internal/rawio"
 )
 
 // Wrap returns c with Read and Write done by raw system calls when c is a
@@ -29,7 +31,7 @@ import (
 // concurrently with each other (one goroutine each), as on net.Conn.
 func Wrap(c net.Conn) net.Conn {
 	tc, ok := c.(*net.TCPConn)
-	if !ok || !supported {
+	if !ok || !rawio.Supported {
 		return c
 	}
 	rc, err := tc.SyscallConn()
@@ -60,7 +62,7 @@ type op struct {
 }
 
 func (o *op) readFn(fd uintptr) bool {
-	n, e := sysRead(fd, o.p)
+	n, e := rawio.Read(fd, o.p)
 	if e == syscall.EAGAIN {
 		return false
 	}
@@ -70,7 +72,7 @@ func (o *op) readFn(fd uintptr) bool {
 
 func (o *op) writeFn(fd uintptr) bool {
 	for o.n < len(o.p) {
-		n, e := sysWrite(fd, o.p[o.n:])
+		n, e := rawio.Write(fd, o.p[o.n:])
 		if e == syscall.EAGAIN {
 			return false
 		}
