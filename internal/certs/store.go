@@ -86,20 +86,19 @@ func Load(pairs []Pair) (*Store, error) {
 		info     int
 		explicit bool
 		hosts    []string
+		index    int
 	}
 	var ok []loaded
 	for i, p := range pairs {
-		label := p.Name
-		if label == "" {
-			label = fmt.Sprintf("#%d", i+1)
-			errs = append(errs, fmt.Errorf("certificate %s: name is empty", label))
+		if p.Name == "" {
+			errs = append(errs, &PairError{Index: i, Err: errors.New("name is empty")})
 		} else if _, dup := s.byName[p.Name]; dup {
-			errs = append(errs, fmt.Errorf("certificate %q: name used twice", p.Name))
+			errs = append(errs, &PairError{Index: i, Name: p.Name, Err: errors.New("name used twice")})
 			continue
 		}
 		cert, err := loadPair(p)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("certificate %q: %w", label, err))
+			errs = append(errs, &PairError{Index: i, Name: p.Name, Err: err})
 			continue
 		}
 		if p.Name != "" {
@@ -107,7 +106,7 @@ func Load(pairs []Pair) (*Store, error) {
 		}
 		info := describe(p, cert.Leaf)
 		s.infos = append(s.infos, info)
-		ok = append(ok, loaded{cert: cert, info: len(s.infos) - 1, explicit: len(p.Hosts) > 0, hosts: info.Hosts})
+		ok = append(ok, loaded{cert: cert, info: len(s.infos) - 1, explicit: len(p.Hosts) > 0, hosts: info.Hosts, index: i})
 	}
 	// Explicit hosts first, so they win over names taken from certificates;
 	// then certificate names in configuration order (first wins).
@@ -121,7 +120,7 @@ func Load(pairs []Pair) (*Store, error) {
 			for _, h := range l.hosts {
 				if prev, taken := owner[h]; taken {
 					if explicit && prev != info.Name {
-						errs = append(errs, fmt.Errorf("certificate %q: host %q already listed by certificate %q", info.Name, h, prev))
+						errs = append(errs, &PairError{Index: l.index, Name: info.Name, Err: fmt.Errorf("host %q already listed by certificate %q", h, prev)})
 					} else if prev != info.Name {
 						info.Shadowed = append(info.Shadowed, h)
 					}

@@ -142,20 +142,9 @@ func (rt *runtime) loadCerts(cfg *config.Config, dry bool) error {
 		return nil
 	}
 	rt.firstCert = pairs[0].Name
-	// Each pair alone first, so every problem points at its line; then all
-	// together for what only the set can tell (duplicate names and hosts).
-	var errs []error
-	for i, p := range pairs {
-		if _, err := certs.Load([]certs.Pair{p}); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", cfg.Where(fmt.Sprintf("tls.certificates[%d]", i)), err))
-		}
-	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
-	}
 	st, err := certs.Load(pairs)
 	if err != nil {
-		return fmt.Errorf("%s: %w", cfg.Where("tls.certificates"), err)
+		return locateCertErrors(cfg, err)
 	}
 	rt.certs = st
 	return nil
@@ -426,6 +415,26 @@ func (rt *runtime) warn(log *slog.Logger) {
 	for _, w := range rt.warnings {
 		log.Warn("configuration audit: " + w)
 	}
+}
+
+// locateCertErrors points each certificate problem certs.Load reports at
+// the configuration line of its pair.
+func locateCertErrors(cfg *config.Config, err error) error {
+	var all []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		all = j.Unwrap()
+	} else {
+		all = []error{err}
+	}
+	out := make([]error, 0, len(all))
+	for _, e := range all {
+		where := cfg.Where("tls.certificates")
+		if pe, ok := errors.AsType[*certs.PairError](e); ok {
+			where = cfg.Where(fmt.Sprintf("tls.certificates[%d]", pe.Index))
+		}
+		out = append(out, fmt.Errorf("%s: %w", where, e))
+	}
+	return errors.Join(out...)
 }
 
 // close releases what the runtime holds (idle backend connections).
