@@ -182,32 +182,8 @@ func (k *checker) services() map[string]*Service {
 		if k.oneOf(p+".protocol", s.Protocol, ProtoHTTP, ProtoLDAP, ProtoTCP) {
 			k.serviceFields(p, s, defaultHTTP[s.Name])
 		}
-		for j, h := range s.Hosts {
-			hp := indexPath(p+".hosts", j)
-			if err := checkHost(h); err != nil {
-				k.add(hp, "%v", err)
-				continue
-			}
-			key := strings.ToLower(h)
-			if prev, dup := hostOwner[key]; dup {
-				k.add(hp, "host %q is already routed by %s", h, prev)
-				continue
-			}
-			hostOwner[key] = hp
-		}
-		for j, d := range s.Domains {
-			dp := indexPath(p+".domains", j)
-			if err := checkDomain(d); err != nil {
-				k.add(dp, "%v", err)
-				continue
-			}
-			key := strings.ToLower(d)
-			if prev, dup := domainOwner[key]; dup {
-				k.add(dp, "domain %q is already claimed by %s", d, prev)
-				continue
-			}
-			domainOwner[key] = dp
-		}
+		k.claim(p+".hosts", s.Hosts, checkHost, hostOwner, "host %q is already routed by %s")
+		k.claim(p+".domains", s.Domains, checkDomain, domainOwner, "domain %q is already claimed by %s")
 		k.backend(p+".backend", s.Backend)
 	}
 	return byName
@@ -609,6 +585,25 @@ func checkDomain(d string) error {
 		}
 	}
 	return nil
+}
+
+// claim checks each name of list at path and records it in owner
+// (lower-cased); a name another path already claimed is reported with dup,
+// which gets the name and the earlier path.
+func (k *checker) claim(path string, list []string, check func(string) error, owner map[string]string, dup string) {
+	for j, name := range list {
+		np := indexPath(path, j)
+		if err := check(name); err != nil {
+			k.add(np, "%v", err)
+			continue
+		}
+		key := strings.ToLower(name)
+		if prev, taken := owner[key]; taken {
+			k.add(np, dup, name, prev)
+			continue
+		}
+		owner[key] = np
+	}
 }
 
 // checkMethod requires an upper-case RFC 7230 token.
