@@ -465,10 +465,10 @@ func validEscapes(target []byte) bool {
 		if i+2 >= len(target) {
 			return false
 		}
-		if _, ok := unhexDigit(target[i+1]); !ok {
+		if _, ok := unhex(target[i+1]); !ok {
 			return false
 		}
-		if _, ok := unhexDigit(target[i+2]); !ok {
+		if _, ok := unhex(target[i+2]); !ok {
 			return false
 		}
 		i += 2
@@ -738,7 +738,7 @@ func (p *chunkParser) feed(in, out []byte, limit int) (consumed int, _ []byte, d
 		c := in[i]
 		switch p.state {
 		case csSize:
-			if v, ok := unhexDigit(c); ok {
+			if v, ok := unhex(c); ok {
 				if p.digits == 15 {
 					return i, out, data, errChunkSize
 				}
@@ -869,18 +869,6 @@ func checkFieldLine(line []byte) error {
 	tmp = append(tmp, line...)
 	tmp = append(tmp, '\r', '\n')
 	return parseFields(tmp, 0, &h, true)
-}
-
-func unhexDigit(c byte) (byte, bool) {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0', true
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10, true
-	case c >= 'A' && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
 }
 
 func appendHex(b []byte, n int64) []byte {
