@@ -78,6 +78,18 @@ func (c *Config) Warnings() []string {
 		}
 	}
 
+	if c.Admin.Address != Off && !loopbackListener(c.Admin.Address) {
+		warn("admin.address", "the admin API listens on %s, beyond this host: the token is then its only guard; keep it on 127.0.0.1 and reach it through SSH or a VPN", c.Admin.Address)
+	}
+	if c.Fraud.Enabled != nil && !*c.Fraud.Enabled {
+		warn("fraud.enabled", "automatic bans are off: brute force and scans are only logged")
+	}
+	for i, n := range c.Fraud.Whitelist {
+		if p, err := ParseNetwork(n); err == nil && p.Bits() < 8 {
+			warn(indexPath("fraud.whitelist", i), "%s whitelists a large part of the internet: those sources are never banned", n)
+		}
+	}
+
 	if c.LDAP.Anonymous != Refuse && c.LDAP.Anonymous != "" {
 		warn("ldap.anonymous", "anonymous binds are forwarded to %q: its directory is readable from the internet without a password if it allows anonymous access", c.LDAP.Anonymous)
 	}

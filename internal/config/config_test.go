@@ -93,7 +93,7 @@ services:
 	if err != nil {
 		t.Fatal(err)
 	}
-	yes := true
+	yes, one, zero := true, 1, 0
 	want := &Config{
 		DataDir:  "/var/lib/pbxgate",
 		Log:      Log{Level: "info", Format: "text", Access: &yes},
@@ -114,7 +114,13 @@ services:
 			{Name: "dir", Protocol: "ldap", Domains: []string{"example.com"}, Backend: Backend{Address: "10.0.0.3:389"}},
 		},
 		LDAP: LDAPPolicy{Anonymous: "refuse", SASL: "refuse", StartTLS: "refuse", DefaultService: "refuse"},
-		File: "d.yaml",
+		Fraud: Fraud{Enabled: &yes, SuspiciousPerMinute: 10, BlacklistFor: Duration(30 * time.Minute),
+			BlacklistMax: Duration(24 * time.Hour), RecidiveWindow: Duration(7 * 24 * time.Hour),
+			Weights:    Weights{RejectedByGateway: &one, RejectedByService: &one, BackendUnreachable: &zero, Reasons: map[string]int{"auth_challenge": 0}},
+			MaxSources: 1000000, NAT: NAT{SuccessWindow: Duration(time.Hour), MaxFactor: 100}, RecentEvents: 10000},
+		Admin: Admin{Address: "127.0.0.1:9190", Socket: "/var/lib/pbxgate/admin.sock"},
+		Store: Store{Backend: "bolt", Path: "/var/lib/pbxgate/state.db"},
+		File:  "d.yaml",
 	}
 	if d := cmp.Diff(want, c, sameConfig); d != "" {
 		t.Errorf("effective config (-want +got):\n%s", d)
@@ -173,6 +179,11 @@ func TestDuration(t *testing.T) {
 		{in: "1h0m0.5s", out: "1h0m0.5s"},
 		{in: " 10s ", out: "10s"},
 		{in: "0s", out: "0s"},
+		{in: "7d", out: "168h"},
+		{in: "1d12h", out: "36h"},
+		{in: "d", err: `invalid duration "d"`},
+		{in: "1dd", err: `invalid duration "1dd"`},
+		{in: "7days", err: `invalid duration "7days"`},
 		{in: "5", err: `duration "5" has no unit; write it like 5s`},
 		{in: "5 s", err: `invalid duration "5 s"`},
 		{in: "", err: "empty duration"},

@@ -20,6 +20,9 @@ const (
 	Deny  = "deny"
 
 	Refuse = "refuse" // LDAPPolicy values
+
+	Off       = "off"  // Admin.Address, Admin.Socket: disabled
+	StoreBolt = "bolt" // Store.Backend
 )
 
 // The defaults documented on the fields of Config. This is the only place
@@ -46,6 +49,24 @@ const (
 	DefaultBackendIdleConns = 256
 	DefaultSniffBytes       = 8192
 
+	DefaultFraudEnabled        = true
+	DefaultSuspiciousPerMinute = 10
+	DefaultBlacklistFor        = Duration(30 * time.Minute)
+	DefaultBlacklistMax        = Duration(24 * time.Hour)
+	DefaultRecidiveWindow      = Duration(7 * 24 * time.Hour)
+	DefaultWeightGateway       = 1
+	DefaultWeightService       = 1
+	DefaultWeightUnreachable   = 0
+	DefaultMaxSources          = 1_000_000
+	DefaultNATSuccessWindow    = Duration(time.Hour)
+	DefaultNATMaxFactor        = 100
+	DefaultRecentEvents        = 10000
+
+	DefaultAdminAddress = "127.0.0.1:9190"
+	DefaultAdminSocket  = "admin.sock" // inside DataDir
+	DefaultStoreBackend = StoreBolt
+	DefaultStorePath    = "state.db" // inside DataDir
+
 	DefaultMinTLSVersion = "1.2"
 	DefaultListenerTLS   = TLSNone
 	DefaultLDAPPolicy    = Refuse
@@ -54,6 +75,9 @@ const (
 // Default lists, returned fresh so callers cannot alter the defaults.
 func defaultProtocols() []string   { return []string{ProtoHTTP} }
 func defaultRejectStatuses() []int { return []int{401, 403} }
+func defaultReasonWeights() map[string]int {
+	return map[string]int{"auth_challenge": 0}
+}
 
 // Bounds enforced by Validate on the limits.
 const (
@@ -65,6 +89,12 @@ const (
 	maxBackendIdleConns = 100_000
 	minSniffBytes       = 64
 	maxSniffBytes       = 65536
+	maxWeight           = 1000
+	maxSuspicious       = 1_000_000
+	minMaxSources       = 1000
+	maxMaxSources       = 100_000_000
+	maxNATMaxFactor     = 10_000
+	maxRecentEvents     = 1_000_000
 )
 
 // Defaults returns a Config holding every default that does not depend on
@@ -173,6 +203,43 @@ func (c *Config) ApplyDefaults() {
 	setStr(&p.SASL, DefaultLDAPPolicy)
 	setStr(&p.StartTLS, DefaultLDAPPolicy)
 	setStr(&p.DefaultService, DefaultLDAPPolicy)
+
+	f := &c.Fraud
+	if f.Enabled == nil {
+		v := DefaultFraudEnabled
+		f.Enabled = &v
+	}
+	setInt(&f.SuspiciousPerMinute, DefaultSuspiciousPerMinute)
+	setDur(&f.BlacklistFor, DefaultBlacklistFor)
+	setDur(&f.BlacklistMax, DefaultBlacklistMax)
+	setDur(&f.RecidiveWindow, DefaultRecidiveWindow)
+	setIntPtr(&f.Weights.RejectedByGateway, DefaultWeightGateway)
+	setIntPtr(&f.Weights.RejectedByService, DefaultWeightService)
+	setIntPtr(&f.Weights.BackendUnreachable, DefaultWeightUnreachable)
+	for r, w := range defaultReasonWeights() {
+		if _, set := f.Weights.Reasons[r]; !set {
+			if f.Weights.Reasons == nil {
+				f.Weights.Reasons = make(map[string]int)
+			}
+			f.Weights.Reasons[r] = w
+		}
+	}
+	f.Whitelist = nilIfEmpty(f.Whitelist)
+	setInt(&f.MaxSources, DefaultMaxSources)
+	setDur(&f.NAT.SuccessWindow, DefaultNATSuccessWindow)
+	setInt(&f.NAT.MaxFactor, DefaultNATMaxFactor)
+	setInt(&f.RecentEvents, DefaultRecentEvents)
+
+	setStr(&c.Admin.Address, DefaultAdminAddress)
+	setStr(&c.Admin.Socket, filepath.Join(c.DataDir, DefaultAdminSocket))
+	setStr(&c.Store.Backend, DefaultStoreBackend)
+	setStr(&c.Store.Path, filepath.Join(c.DataDir, DefaultStorePath))
+}
+
+func setIntPtr(p **int, v int) {
+	if *p == nil {
+		*p = &v
+	}
 }
 
 func setStr(p *string, v string) {

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,20 +23,31 @@ func (d Duration) String() string {
 	return s
 }
 
-// ParseDuration reads a duration written like "5s", "2m" or "1h30m" (see
-// time.ParseDuration). A number without unit is refused: "5" is ambiguous.
+// ParseDuration reads a duration written like "5s", "2m", "1h30m" (see
+// time.ParseDuration) or with a leading number of days: "7d", "1d12h". A
+// number without unit is refused: "5" is ambiguous.
 func ParseDuration(s string) (Duration, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return 0, errors.New("empty duration; write it like 5s, 2m or 1h30m")
 	}
-	d, err := time.ParseDuration(s)
+	var days time.Duration
+	rest := s
+	if i := strings.IndexByte(s, 'd'); i > 0 && isDigits(s[:i]) && len(s[:i]) <= 5 {
+		n, _ := strconv.Atoi(s[:i])
+		days = time.Duration(n) * 24 * time.Hour
+		if rest = s[i+1:]; rest == "" {
+			return Duration(days), nil
+		}
+	}
+	d, err := time.ParseDuration(rest)
 	if err != nil {
 		if isDigits(s) {
 			return 0, fmt.Errorf("duration %q has no unit; write it like %ss", s, s)
 		}
-		return 0, fmt.Errorf("invalid duration %q; write it like 5s, 2m or 1h30m", s)
+		return 0, fmt.Errorf("invalid duration %q; write it like 5s, 2m, 1h30m or 7d", s)
 	}
+	d += days
 	return Duration(d), nil
 }
 

@@ -7,8 +7,8 @@ import (
 // Config is the whole pbxgate configuration file. The zero value of every
 // field means "use the default" documented on it; Load applies the defaults.
 type Config struct {
-	// DataDir holds generated state: the self-signed certificate and, in later
-	// versions, the embedded store. Default "/var/lib/pbxgate".
+	// DataDir holds generated state: the self-signed certificate, the
+	// embedded store and the admin socket. Default "/var/lib/pbxgate".
 	DataDir string `yaml:"data_dir"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
@@ -24,6 +24,12 @@ type Config struct {
 	Services []Service `yaml:"services"`
 	// LDAP is the policy for LDAP binds that carry no routable domain.
 	LDAP LDAPPolicy `yaml:"ldap"`
+	// Fraud configures automatic blacklisting from the event stream.
+	Fraud Fraud `yaml:"fraud"`
+	// Admin configures the admin API (its own listener, never a proxy one).
+	Admin Admin `yaml:"admin"`
+	// Store says where bans, the whitelist and the ban history are kept.
+	Store Store `yaml:"store"`
 
 	// File is the path the configuration was read from ("" when parsed from
 	// bytes). Not part of the YAML.
@@ -224,6 +230,94 @@ type LDAPPolicy struct {
 	// DefaultService gets simple binds whose domain matches no service.
 	// Default refuse.
 	DefaultService string `yaml:"default_service"`
+}
+
+// Fraud is the automatic blacklist policy. Every event the gateway emits is
+// weighed; a source whose weighted suspicious events within a sliding minute
+// exceed SuspiciousPerMinute is banned.
+type Fraud struct {
+	// Enabled turns counting and automatic bans on. Manual entries and the
+	// whitelist are enforced either way. Default true.
+	Enabled *bool `yaml:"enabled"`
+	// SuspiciousPerMinute is how many weighted suspicious events one source
+	// may cause within a sliding minute; one more bans it. Default 10.
+	SuspiciousPerMinute int `yaml:"suspicious_per_minute"`
+	// BlacklistFor is how long a first automatic ban lasts. Default 30m.
+	BlacklistFor Duration `yaml:"blacklist_for"`
+	// BlacklistMax caps the doubling of repeat offenders' bans. Default 24h.
+	BlacklistMax Duration `yaml:"blacklist_max"`
+	// RecidiveWindow is how long a ban is remembered for escalation: a new
+	// ban within it lasts twice the previous one. Default 7d.
+	RecidiveWindow Duration `yaml:"recidive_window"`
+	// Weights give each kind of event its weight (0 = ignored).
+	Weights Weights `yaml:"weights"`
+	// Whitelist lists addresses and networks (CIDR) never counted and never
+	// banned, in addition to entries made with the admin API. Default none.
+	Whitelist []string `yaml:"whitelist"`
+	// MaxSources caps the sources being counted at once; beyond it the least
+	// suspicious are forgotten first. About 100 bytes each. Default 1000000.
+	MaxSources int `yaml:"max_sources"`
+	// NAT tunes the scoring of many users behind one address.
+	NAT NAT `yaml:"nat"`
+	// RecentEvents is how many events are kept in memory for the admin API's
+	// event list and as evidence quoted in bans. Default 10000.
+	RecentEvents int `yaml:"recent_events"`
+}
+
+// Weights are per-kind event weights. 0 means the kind is ignored; leaving a
+// key out means its default.
+type Weights struct {
+	// RejectedByGateway: unknown protocol, host or domain, denied path, TLS
+	// failure, admin API authentication failure. Default 1.
+	RejectedByGateway *int `yaml:"rejected_by_gateway"`
+	// RejectedByService: the service refused (HTTP 401/403, LDAP bind
+	// failure). Default 1.
+	RejectedByService *int `yaml:"rejected_by_service"`
+	// BackendUnreachable: the backend could not be reached. Default 0: a dead
+	// backend is the platform's fault, and counting it would ban every office
+	// that keeps retrying during an outage.
+	BackendUnreachable *int `yaml:"backend_unreachable"`
+	// Reasons override the kind's weight for one event reason, e.g.
+	// {denied_path: 2, first_bytes_timeout: 0}. Default {auth_challenge: 0}:
+	// an HTTP 401 to a request that carried no credentials is a login
+	// prompt, not a failed login. Reasons not written keep their default.
+	Reasons map[string]int `yaml:"reasons"`
+}
+
+// NAT tunes NAT-aware scoring: a user who logged in successfully from an
+// address is "known" there; failures of known users are held against a
+// threshold raised by the number of known users, failures of unknown users
+// count against the plain threshold.
+type NAT struct {
+	// SuccessWindow is how long a successful login keeps a user known at its
+	// address. Default 1h.
+	SuccessWindow Duration `yaml:"success_window"`
+	// MaxFactor caps how many times the threshold known users can raise it
+	// to (one step per known user). Default 100.
+	MaxFactor int `yaml:"max_factor"`
+}
+
+// Admin is the admin API: JSON endpoints, /metrics, /healthz and /readyz.
+// It has its own listener and is never reachable through the proxy
+// listeners.
+type Admin struct {
+	// Address is the admin API's TCP listener (host:port). Requests to /api/
+	// need the admin token ("Authorization: Bearer ..."), generated on first
+	// start and printed once. "off" disables it. Default "127.0.0.1:9190".
+	Address string `yaml:"address"`
+	// Socket is the unix socket the pbxgate CLI talks to; its callers are
+	// trusted by the file's permissions (0600, owner only) and need no
+	// token. "off" disables it. Default "<data_dir>/admin.sock".
+	Socket string `yaml:"socket"`
+}
+
+// Store says where durable state lives.
+type Store struct {
+	// Backend is "bolt": one embedded file, no external service. Default
+	// bolt.
+	Backend string `yaml:"backend"`
+	// Path is the bolt file. Default "<data_dir>/state.db".
+	Path string `yaml:"path"`
 }
 
 // Duration is a time.Duration read from strings like "5s" or "1h30m".

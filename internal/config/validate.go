@@ -71,6 +71,8 @@ func (c *Config) validate() []*Problem {
 	services := k.services()
 	k.listeners(certs, services)
 	k.ldapPolicy(services)
+	k.fraud()
+	k.admin()
 	return k.probs
 }
 

@@ -73,6 +73,20 @@ services:
 ldap:
   anonymous: refuse
   default_service: dir
+fraud:
+  suspicious_per_minute: 10
+  blacklist_for: 30m
+  blacklist_max: 24h
+  recidive_window: 7d
+  weights:
+    rejected_by_service: 1
+    reasons: {denied_path: 2}
+  whitelist: [198.51.100.0/24, 2001:db8::/32]
+admin:
+  address: 127.0.0.1:9190
+  socket: /run/pbxgate/admin.sock
+store:
+  backend: bolt
 `
 
 // edit is one change to baseYAML.
@@ -262,7 +276,7 @@ func TestValidationProblems(t *testing.T) {
 
 		// document level
 		{name: "unknown top-level key", edits: []edit{{"ldap:\n", "listener: []\nldap:\n"}}, path: "listener", at: "listener: []", msg: `did you mean "listeners"?`},
-		{name: "unknown key without suggestion", edits: []edit{{"ldap:\n", "frobnicate: 1\nldap:\n"}}, path: "frobnicate", at: "frobnicate", msg: "known keys here: data_dir, ldap, limits"},
+		{name: "unknown key without suggestion", edits: []edit{{"ldap:\n", "frobnicate: 1\nldap:\n"}}, path: "frobnicate", at: "frobnicate", msg: "known keys here: admin, data_dir, fraud, ldap, limits"},
 		{name: "duplicate key", edits: []edit{{"  format: text\n", "  format: text\n  format: json\n"}}, path: "log.format", at: "format: json", msg: `mapping key "format" already defined`},
 		{name: "syntax error", yaml: "log:\n  format: [text\nx: 1\n", path: "", line: 3, msg: "mapping values are not allowed"},
 		{name: "two documents", yaml: baseYAML + "---\nlisteners: []\n", path: "", at: "---", msg: "more than one YAML document"},
@@ -270,6 +284,23 @@ func TestValidationProblems(t *testing.T) {
 		{name: "section is a list", edits: []edit{{"log:\n  level: info\n  format: text\n", "log: [info]\n"}}, path: "log", at: "log: [info]", msg: "expected a mapping, got a list"},
 		{name: "name is a mapping", edits: []edit{{"name: web", "name: {a: 1}"}}, path: "listeners[0].name", msg: "expected a single value, got a mapping"},
 		{name: "bool is a string", edits: []edit{{"tls: true", "tls: sure"}}, path: "services[1].backend.tls", msg: "expected true or false"},
+		// fraud, admin, store
+		{name: "zero weight is allowed", edits: []edit{{"rejected_by_service: 1", "rejected_by_service: 0"}}},
+		{name: "threshold negative", edits: []edit{{"suspicious_per_minute: 10", "suspicious_per_minute: -1"}}, path: "fraud.suspicious_per_minute", msg: "-1 is out of range 1..1000000"},
+		{name: "threshold zero", edits: []edit{{"suspicious_per_minute: 10", "suspicious_per_minute: 0"}}, path: "fraud.suspicious_per_minute", msg: "must be positive", more: true},
+		{name: "max shorter than first ban", edits: []edit{{"blacklist_max: 24h", "blacklist_max: 10m"}}, path: "fraud.blacklist_max", msg: "10m is shorter than fraud.blacklist_for (30m)"},
+		{name: "recidive window in days", edits: []edit{{"recidive_window: 7d", "recidive_window: 1d12h"}}},
+		{name: "negative weight", edits: []edit{{"rejected_by_service: 1", "rejected_by_service: -1"}}, path: "fraud.weights.rejected_by_service", msg: "-1 is out of range 0..1000"},
+		{name: "unknown reason", edits: []edit{{"{denied_path: 2}", "{denied_pth: 2}"}}, path: "fraud.weights.reasons.denied_pth", at: "reasons:", msg: `unknown event reason "denied_pth"; did you mean denied_path?`},
+		{name: "reason weight too big", edits: []edit{{"{denied_path: 2}", "{denied_path: 2000}"}}, path: "fraud.weights.reasons.denied_path", at: "reasons:", msg: "2000 is out of range 0..1000"},
+		{name: "whitelist host bits", edits: []edit{{"[198.51.100.0/24, 2001:db8::/32]", "[198.51.100.1/24]"}}, path: "fraud.whitelist[0]", msg: "did you mean 198.51.100.0/24?"},
+		{name: "whitelist garbage", edits: []edit{{"[198.51.100.0/24, 2001:db8::/32]", "[office]"}}, path: "fraud.whitelist[0]", msg: `"office" is not a network`},
+		{name: "admin on a listener's port", edits: []edit{{"address: 127.0.0.1:9190", "address: 127.0.0.1:1194"}}, path: "admin.address", msg: "is also listener raw's address"},
+		{name: "admin on a wildcard listener's port", edits: []edit{{"address: 127.0.0.1:9190", "address: 127.0.0.1:80"}}, path: "admin.address", msg: "is also listener web's address"},
+		{name: "admin address garbage", edits: []edit{{"address: 127.0.0.1:9190", "address: nowhere"}}, path: "admin.address", msg: `(or "off")`},
+		{name: "admin all off", edits: []edit{{"address: 127.0.0.1:9190", "address: \"off\""}, {"socket: /run/pbxgate/admin.sock", "socket: \"off\""}}, path: "admin", at: "admin:", msg: "both off"},
+		{name: "admin socket too long", edits: []edit{{"socket: /run/pbxgate/admin.sock", "socket: /" + strings.Repeat("s", 120)}}, path: "admin.socket", msg: "has room for 107"},
+		{name: "store backend", edits: []edit{{"backend: bolt", "backend: redis"}}, path: "store.backend", msg: `"redis" is not one of bolt`},
 		{name: "anchors and merge keys", edits: []edit{{"  - name: vpn\n    protocol: tcp\n", "  - <<: &tcpdefaults\n      protocol: tcp\n    name: vpn\n"}, {"address: 10.0.0.1:80", "address: &a 10.0.0.1:80"}, {"address: 10.0.0.3:1194", "address: *a"}}},
 		{name: "merge key typo", edits: []edit{{"  - name: vpn\n    protocol: tcp\n", "  - <<: {name: vpn, protocl: tcp}\n"}}, path: "services[2].protocl", at: "protocl", msg: `did you mean "protocol"?`, more: true},
 	}

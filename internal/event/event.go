@@ -71,9 +71,11 @@ const (
 	ReasonMalformedBind     = "malformed_bind" // first LDAP message is not a usable BindRequest
 	ReasonDial              = "dial"           // backend connect failed
 	ReasonStatus            = "status"         // HTTP status in the service's reject list; Detail has the code
+	ReasonAuthChallenge     = "auth_challenge" // HTTP 401 to a request without credentials: a login prompt
 	ReasonInvalidCreds      = "invalid_credentials"
 	ReasonBindFailed        = "bind_failed" // other non-zero LDAP resultCode
 	ReasonOK                = "ok"
+	ReasonAdminAuth         = "admin_auth" // admin API request without a valid token
 )
 
 // Event is one happening. Fields that do not apply are zero.

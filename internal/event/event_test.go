@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"log/slog"
 	"net/netip"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -68,5 +70,25 @@ func TestFanoutAndRecorder(t *testing.T) {
 	Fanout{&a, &b}.Emit(Event{Kind: Success})
 	if len(a.Events()) != 1 || len(b.Events()) != 1 {
 		t.Fatalf("fanout delivered %d and %d events, want 1 each", len(a.Events()), len(b.Events()))
+	}
+}
+
+func TestReasonsListsEveryConstant(t *testing.T) {
+	src, err := os.ReadFile("event.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`(?m)^\s*Reason\w+\s*=\s*"([a-z_]+)"`)
+	found := re.FindAllSubmatch(src, -1)
+	if len(found) == 0 {
+		t.Fatal("no Reason constants found in event.go")
+	}
+	for _, m := range found {
+		if !KnownReason(string(m[1])) {
+			t.Errorf("reason %q is missing from reasons.go", m[1])
+		}
+	}
+	if len(Reasons()) != len(found) {
+		t.Errorf("Reasons() has %d entries, event.go declares %d", len(Reasons()), len(found))
 	}
 }
