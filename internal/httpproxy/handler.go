@@ -499,10 +499,16 @@ func (h *Handler) emit(k event.Kind, src netip.Addr, svc, reason, user, detail s
 
 // statusEvent reports the backend's answer code to a request carrying
 // the Authorization header auth: a status in the service's reject list, or
-// an accepted request that carried credentials.
+// an accepted request that carried credentials. A 401 to a request without
+// credentials is a login prompt (ReasonAuthChallenge), not a failed login;
+// the fraud engine weighs it 0 by default.
 func (h *Handler) statusEvent(svc *service, src netip.Addr, code int, auth string) {
 	if slices.Contains(svc.reject, code) {
-		h.emit(event.RejectedByService, src, svc.name, event.ReasonStatus, authUser(auth), strconv.Itoa(code))
+		reason := event.ReasonStatus
+		if code == http.StatusUnauthorized && auth == "" {
+			reason = event.ReasonAuthChallenge
+		}
+		h.emit(event.RejectedByService, src, svc.name, reason, authUser(auth), strconv.Itoa(code))
 		return
 	}
 	if auth != "" && (code == http.StatusSwitchingProtocols || code >= 200 && code < 400) {

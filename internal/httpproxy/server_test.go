@@ -239,7 +239,7 @@ func TestServerForwardedHeaders(t *testing.T) {
 		}
 		n := len(env.events.Events())
 		curl(t, append(spoof, base+"/status/401")...)
-		if evs := findEvents(eventsSince(env.events, n), event.RejectedByService, event.ReasonStatus); len(evs) != 1 ||
+		if evs := findEvents(eventsSince(env.events, n), event.RejectedByService, event.ReasonAuthChallenge); len(evs) != 1 ||
 			evs[0].Source != netip.MustParseAddr("127.0.0.1") {
 			t.Errorf("events %+v, want one from 127.0.0.1", evs)
 		}
@@ -306,6 +306,7 @@ func TestServerBackendErrors(t *testing.T) {
 		{"timeout", []string{"-H", "Host: prov.example.com", base + "/slow"}, 504, event.BackendUnreachable, event.ReasonDial, "", "timeout"},
 		{"401 basic", []string{"-u", "alice:secret", "-H", "Host: prov.example.com", base + "/status/401"}, 401, event.RejectedByService, event.ReasonStatus, "alice", "401"},
 		{"403 anonymous", []string{"-H", "Host: prov.example.com", base + "/status/403"}, 403, event.RejectedByService, event.ReasonStatus, "", "403"},
+		{"401 anonymous is a login prompt", []string{"-H", "Host: prov.example.com", base + "/status/401"}, 401, event.RejectedByService, event.ReasonAuthChallenge, "", "401"},
 		{"200 basic", []string{"-u", "alice:secret", "-H", "Host: prov.example.com", base + "/"}, 200, event.Success, event.ReasonOK, "alice", "200"},
 		{"302 digest", []string{"-H", "Authorization: " + digest, "-H", "Host: prov.example.com", base + "/status/302"}, 302, event.Success, event.ReasonOK, "bob", "302"},
 		{"200 anonymous", []string{"-H", "Host: prov.example.com", base + "/"}, 200, 0, "", "", ""},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -16,6 +17,7 @@ import (
 type trackedConn struct {
 	net.Conn
 	srv      *Server
+	src      netip.Addr // the client, unmapped
 	once     sync.Once
 	closeErr error
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -506,4 +507,47 @@ func TestNewValidation(t *testing.T) {
 	if TLSOptional.String() != "optional" || TLSMode(9).String() != "tlsmode(9)" {
 		t.Fatal("TLSMode.String")
 	}
+}
+
+func TestCloseFrom(t *testing.T) {
+	h := newHolder()
+	ts := start(t, "tcp4", Config{Handlers: map[sniff.Proto]Handler{sniff.HTTP: h}, MaxConns: 10})
+	req := []byte("GET / HTTP/1.1\r\n")
+	dialFrom := func(src string) *net.TCPConn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: waitTimeout}
+		c, err := d.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		wait(t, h.started, "handler start")
+		return c.(*net.TCPConn)
+	}
+	a1, a2 := dialFrom("127.0.0.1"), dialFrom("127.0.0.1")
+	other := dialFrom("127.0.0.2")
+
+	if n := ts.CloseFrom(netip.MustParsePrefix("127.0.0.3/32")); n != 0 {
+		t.Errorf("CloseFrom(unrelated) closed %d", n)
+	}
+	if n := ts.CloseFrom(netip.MustParsePrefix("127.0.0.1/32")); n != 2 {
+		t.Errorf("CloseFrom(127.0.0.1) closed %d, want 2", n)
+	}
+	expectClosed(t, a1)
+	expectClosed(t, a2)
+	wait(t, h.closed, "first handler return")
+	wait(t, h.closed, "second handler return")
+
+	// The other source's connection is untouched.
+	_ = other.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := other.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("connection from 127.0.0.2: %v, want it still open", err)
+	}
+	if n := ts.CloseFrom(netip.MustParsePrefix("127.0.0.0/8")); n != 1 {
+		t.Errorf("CloseFrom(127/8) closed %d, want 1", n)
+	}
+	expectClosed(t, other)
+	wait(t, h.closed, "third handler return")
 }

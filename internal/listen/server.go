@@ -182,7 +182,7 @@ func (s *Server) accept(ctx context.Context, nc net.Conn) {
 		_ = nc.Close()
 		return
 	}
-	tc := &trackedConn{Conn: nc, srv: s}
+	tc := &trackedConn{Conn: nc, srv: s, src: src}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -293,6 +293,24 @@ func (s *Server) stop() {
 		_ = c.Close()
 	}
 	<-s.idle
+}
+
+// CloseFrom closes every open connection whose client address is inside p
+// (a ban made while they were open) and returns how many it closed. Their
+// handlers see the connection fail and return; no event is emitted.
+func (s *Server) CloseFrom(p netip.Prefix) int {
+	s.mu.Lock()
+	var victims []*trackedConn
+	for c := range s.conns {
+		if p.Contains(c.src) {
+			victims = append(victims, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range victims {
+		_ = c.Close()
+	}
+	return len(victims)
 }
 
 func (s *Server) cancelHandlers() {

@@ -1,0 +1,99 @@
+package event
+
+import (
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+)
+
+func ev(i int, src string) Event {
+	return Event{Time: time.Unix(int64(i), 0), Kind: RejectedByService, Source: netip.MustParseAddr(src), Reason: ReasonStatus, Detail: strconv.Itoa(i)}
+}
+
+func details(es []Event) string {
+	s := ""
+	for _, e := range es {
+		s += e.Detail + ","
+	}
+	return s
+}
+
+func TestRingKeepsNewestInOrder(t *testing.T) {
+	r := NewRing(4)
+	if got := r.Recent(Filter{}, 0); len(got) != 0 {
+		t.Fatalf("empty ring returned %d events", len(got))
+	}
+	for i := 1; i <= 6; i++ {
+		r.Emit(ev(i, "192.0.2.1"))
+	}
+	if got := details(r.Recent(Filter{}, 0)); got != "3,4,5,6," {
+		t.Errorf("Recent = %s, want the last 4 oldest first", got)
+	}
+	if got := details(r.Recent(Filter{}, 2)); got != "5,6," {
+		t.Errorf("Recent limit 2 = %s", got)
+	}
+}
+
+func TestRingFilter(t *testing.T) {
+	r := NewRing(16)
+	r.Emit(ev(1, "192.0.2.1"))
+	r.Emit(ev(2, "198.51.100.7"))
+	r.Emit(Event{Time: time.Unix(3, 0), Kind: Success, Source: netip.MustParseAddr("192.0.2.1"), User: "alice", Detail: "3"})
+	r.Emit(ev(4, "2001:db8::1"))
+	for _, tc := range []struct {
+		name string
+		f    Filter
+		want string
+	}{
+		{"all", Filter{}, "1,2,3,4,"},
+		{"source address", Filter{Source: netip.MustParsePrefix("192.0.2.1/32")}, "1,3,"},
+		{"source network v6", Filter{Source: netip.MustParsePrefix("2001:db8::/32")}, "4,"},
+		{"kind", Filter{Kind: Success}, "3,"},
+		{"suspicious", Filter{Suspicious: true}, "1,2,4,"},
+		{"user", Filter{User: "alice"}, "3,"},
+		{"since", Filter{Since: time.Unix(2, 0)}, "2,3,4,"},
+		{"reason", Filter{Reason: ReasonStatus}, "1,2,4,"},
+		{"no match", Filter{Listener: "nope"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := details(r.Recent(tc.f, 0)); got != tc.want {
+				t.Errorf("got %s want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRingFollow(t *testing.T) {
+	r := NewRing(8)
+	ch, stop := r.Follow(Filter{Source: netip.MustParsePrefix("192.0.2.0/24")}, 2)
+	r.Emit(ev(1, "198.51.100.1")) // filtered out
+	r.Emit(ev(2, "192.0.2.9"))
+	r.Emit(ev(3, "192.0.2.9"))
+	r.Emit(ev(4, "192.0.2.9")) // buffer of 2 is full: dropped
+	if got := (<-ch).Detail + (<-ch).Detail; got != "23" {
+		t.Errorf("followed %s, want 2 then 3", got)
+	}
+	if r.Dropped() != 1 {
+		t.Errorf("Dropped = %d, want 1", r.Dropped())
+	}
+	stop()
+	stop() // idempotent
+	if _, ok := <-ch; ok {
+		t.Error("channel still open after stop")
+	}
+	ch2, _ := r.Follow(Filter{}, 1)
+	_ = r.Close()
+	if _, ok := <-ch2; ok {
+		t.Error("channel still open after Close")
+	}
+	ch3, stop3 := r.Follow(Filter{}, 1)
+	if _, ok := <-ch3; ok {
+		t.Error("Follow after Close returned an open channel")
+	}
+	stop3()
+	r.Emit(ev(5, "192.0.2.9")) // still works after Close
+	if got := details(r.Recent(Filter{}, 1)); got != "5," {
+		t.Errorf("Recent after Close = %s", got)
+	}
+}
