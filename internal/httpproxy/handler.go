@@ -82,6 +82,11 @@ type Options struct {
 	AccessLog bool
 	// Events receives the security events. Nil discards them.
 	Events event.Sink
+	// Allowed is the guard, asked about clients behind a trusted proxy (the
+	// address from X-Forwarded-For): the listener already asked about the
+	// peer at accept. A refused client gets 403 and no event. Nil allows
+	// everyone.
+	Allowed func(netip.Addr) bool
 	// Log receives the access log and debug messages. Nil discards.
 	Log *slog.Logger
 }
@@ -102,6 +107,7 @@ type Handler struct {
 	wild       map[string]*service // key: the domain after "*."
 	def        *service
 	trusted    trustedSet
+	allowed    func(netip.Addr) bool
 	transports []*http.Transport
 	pools      []*backendPool // lean path, one per plain-HTTP service
 	accessLog  bool
@@ -169,6 +175,7 @@ func New(o Options) (*Handler, error) {
 		now:       time.Now,
 
 		responseHeaderTimeout: o.ResponseHeaderTimeout,
+		allowed:               o.Allowed,
 	}
 	for i, p := range o.TrustedProxies {
 		if !p.IsValid() {
@@ -387,6 +394,12 @@ type verdict struct {
 // the net/http Handler and the lean path decide through it.
 func (h *Handler) judge(ri *reqInfo) verdict {
 	v := verdict{src: h.trusted.clientAddr(ri.peer, ri.xff)}
+	if v.src != ri.peer && h.allowed != nil && !h.allowed(v.src) {
+		// A banned client behind a trusted proxy: the proxy's connection
+		// carries others too, so refuse the request, not the connection.
+		v.status = http.StatusForbidden
+		return v
+	}
 	host := ri.host
 	if host == "" && ri.tls {
 		host = ri.sni

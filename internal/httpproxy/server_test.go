@@ -273,6 +273,28 @@ func TestServerForwardedHeaders(t *testing.T) {
 			t.Errorf("events %+v", evs)
 		}
 	})
+
+	t.Run("banned client behind a trusted proxy", func(t *testing.T) {
+		o := opts(netip.MustParsePrefix("127.0.0.0/8"))
+		o.Allowed = func(a netip.Addr) bool { return a != netip.MustParseAddr("203.0.113.66") }
+		env.swap(t, o)
+		n := len(env.events.Events())
+		if r := curl(t, "-H", "Host: prov.example.com", "-H", "X-Forwarded-For: 203.0.113.66", base+"/x"); r.status != 403 {
+			t.Errorf("banned client: %d, want 403", r.status)
+		}
+		if evs := eventsSince(env.events, n); len(evs) != 0 {
+			t.Errorf("a banned client's request emitted %+v", evs)
+		}
+		if r := curl(t, "-H", "Host: prov.example.com", "-H", "X-Forwarded-For: 203.0.113.67", base+"/x"); r.status != 200 {
+			t.Errorf("another client through the same proxy: %d, want 200", r.status)
+		}
+		// The peer itself is the listener's business, not asked again.
+		o.Allowed = func(netip.Addr) bool { return false }
+		env.swap(t, o)
+		if r := curl(t, "-H", "Host: prov.example.com", base+"/x"); r.status != 200 {
+			t.Errorf("request from the proxy itself: %d, want 200", r.status)
+		}
+	})
 }
 
 func TestServerBackendErrors(t *testing.T) {
