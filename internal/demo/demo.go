@@ -25,6 +25,7 @@ var demoYAML string
 type Options struct {
 	Web     string       // web listener address; default 127.0.0.1:8080
 	LDAP    string       // directory listener address; default 127.0.0.1:8389
+	Admin   string       // admin API address; default 127.0.0.1:9190
 	DataDir string       // default: a pbxgate-demo folder in the user cache dir
 	Log     *slog.Logger // gateway and backend logs
 	Out     io.Writer    // where the try-it commands are printed
@@ -45,7 +46,7 @@ func Config(o Options, portal, prov, directory string) (*config.Config, error) {
 	}
 	var b bytes.Buffer
 	if err := t.Execute(&b, map[string]string{
-		"DataDir": o.DataDir, "Web": o.Web, "LDAP": o.LDAP,
+		"DataDir": o.DataDir, "Web": o.Web, "LDAP": o.LDAP, "Admin": o.Admin,
 		"Portal": portal, "Prov": prov, "Directory": directory,
 	}); err != nil {
 		return nil, err
@@ -61,6 +62,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.LDAP == "" {
 		o.LDAP = "127.0.0.1:8389"
+	}
+	if o.Admin == "" {
+		o.Admin = "127.0.0.1:9190"
 	}
 	if o.DataDir == "" {
 		dir, err := os.UserCacheDir()
@@ -124,7 +128,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		return err
 	}
-	printTry(o.Out, o.Web, o.LDAP)
+	printTry(o.Out, o.Web, o.LDAP, cfg.Admin.Socket)
 	var first error
 	select {
 	case <-ctx.Done():
@@ -137,7 +141,12 @@ func Run(ctx context.Context, o Options) error {
 	return err
 }
 
-func printTry(w io.Writer, web, ldapAddr string) {
+func printTry(w io.Writer, web, ldapAddr, socket string) {
+	self, err := os.Executable()
+	if err != nil {
+		self = "pbxgate"
+	}
+	cli := shellQuote(self)
 	host, port, _ := net.SplitHostPort(web)
 	_, lport, _ := net.SplitHostPort(ldapAddr)
 	prov := "prov.demo.test:" + port + ":" + host
@@ -164,8 +173,21 @@ func printTry(w io.Writer, web, ldapAddr string) {
 		"  LDAPTLS_REQCERT=never ldapsearch -x -H ldaps://127.0.0.1:" + lport + " -D cn=carol,ou=people,dc=demo,dc=test -w carol-secret -b dc=demo,dc=test",
 		"  ldapsearch -x -H ldap://" + ldapAddr + " -D alice@demo.test -w wrong -b dc=demo,dc=test   # → event",
 		"",
+		"  # fraud detection: more than 10 refusals a minute ban the source (000: connection closed at once)",
+		"  for i in $(seq 12); do curl -s -o /dev/null -w '%{http_code} ' -u demo:wrong http://" + web + "/login; done; echo",
+		"  " + cli + " bans --socket " + shellQuote(socket),
+		"  " + cli + " unban 127.0.0.1 --socket " + shellQuote(socket),
+		"",
 		"Events and access lines appear in this terminal. Ctrl-C stops the demo.",
 		"",
 	}
 	fmt.Fprintln(w, strings.Join(lines, "\n"))
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+:@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

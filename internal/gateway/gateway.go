@@ -35,6 +35,7 @@ type Gateway struct {
 	base   *slog.Logger // as handed in; components add their own attributes
 	log    *slog.Logger
 	events event.Sink
+	sec    *security
 
 	mu        sync.Mutex // guards the fields below
 	cfg       *config.Config
@@ -52,6 +53,7 @@ type liveListener struct {
 	name string
 	addr string
 	ln   net.Listener
+	sec  *security
 	srv  *listen.Server
 	http *httpproxy.Server
 	hh   *httpproxy.Swappable
@@ -69,7 +71,9 @@ func New(cfg *config.Config, o Options) (*Gateway, error) {
 		log:       o.Log.With("component", "gateway"),
 		listeners: make(map[string]*liveListener),
 	}
-	sinks := event.Fanout{event.LogSink{Log: o.Log.With("component", "events")}}
+	g.sec = newSecurity(cfg)
+	// The ring comes before the engine: a ban quotes the event that tipped it.
+	sinks := event.Fanout{event.LogSink{Log: o.Log.With("component", "events")}, g.sec.ring, g.sec.metrics, g.sec}
 	if o.Events != nil {
 		sinks = append(sinks, o.Events)
 	}
@@ -92,10 +96,15 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if g.started || g.closed {
 		return errors.New("gateway: already started")
 	}
+	if err := g.startSecurity(ctx, g.cfg); err != nil {
+		return err
+	}
 	g.started = true
 	g.serveCtx = ctx
 	opened, err := g.openLocked(ctx, g.rt, g.cfg.Listeners)
 	if err != nil {
+		_ = g.stopSecurity(ctx)
+		g.started = false
 		return err
 	}
 	for _, l := range opened {
@@ -176,6 +185,7 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	for _, l := range opened {
 		g.serveLocked(l)
 	}
+	g.reloadSecurityLocked(cfg)
 	old := g.rt
 	g.cfg, g.rt = cfg, rt
 	old.close()
@@ -220,7 +230,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		ls = append(ls, l)
 	}
 	g.listeners = map[string]*liveListener{}
-	rt := g.rt
+	rt, started := g.rt, g.started
 	g.mu.Unlock()
 
 	var (
@@ -242,10 +252,14 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	g.wg.Wait()
 	rt.close()
+	if started {
+		errs = append(errs, g.stopSecurity(ctx))
+	}
 	return errors.Join(errs...)
 }
 
 func (l *liveListener) shutdown(ctx context.Context) error {
+	defer l.sec.untrack(l.srv)
 	var errs []error
 	if err := l.srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		errs = append(errs, err)
@@ -278,6 +292,7 @@ func (g *Gateway) openLocked(ctx context.Context, rt *runtime, lcs []config.List
 
 func (g *Gateway) serveLocked(l *liveListener) {
 	g.listeners[l.name] = l
+	g.sec.track(l.srv)
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()

@@ -37,6 +37,9 @@ func parse(t *testing.T, yaml string) *config.Config {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	if cfg.Admin.Address == config.DefaultAdminAddress {
+		cfg.Admin.Address = "127.0.0.1:0" // tests run beside other pbxgates
+	}
 	return cfg
 }
 

@@ -286,8 +286,18 @@ func (g *Gateway) buildHTTP(rt *runtime, lc config.Listener) (*httpproxy.Handler
 		ResponseHeaderTimeout: cfg.Timeouts.BackendResponse.D(),
 		AccessLog:             g.accessLog(cfg) != nil,
 		Events:                g.events,
+		Allowed:               g.guard(),
 		Log:                   g.base,
 	})
+}
+
+// guard is the check asked about clients behind trusted proxies; nil in
+// Check, which serves nothing.
+func (g *Gateway) guard() func(netip.Addr) bool {
+	if g.sec == nil {
+		return nil
+	}
+	return g.sec.allowed
 }
 
 func rulesSpec(p config.PathRules) httpproxy.RulesSpec {
@@ -361,6 +371,7 @@ func (g *Gateway) listenConfig(rt *runtime, l *liveListener) listen.Config {
 		FirstBytesTimeout: cfg.Timeouts.FirstBytes.D(),
 		HandshakeTimeout:  cfg.Timeouts.TLSHandshake.D(),
 		SniffBuffer:       cfg.Limits.SniffBytes,
+		Allowed:           g.guard(),
 	}
 }
 
@@ -370,7 +381,7 @@ func (g *Gateway) newListener(ctx context.Context, rt *runtime, lc config.Listen
 		return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
 	}
 	cfg := rt.cfg
-	l := &liveListener{name: lc.Name, addr: lc.Address, ln: ln, hh: &httpproxy.Swappable{}}
+	l := &liveListener{name: lc.Name, addr: lc.Address, ln: ln, sec: g.sec, hh: &httpproxy.Swappable{}}
 	l.http = httpproxy.NewServer(httpproxy.ServerOptions{
 		ReadHeaderTimeout: cfg.Timeouts.HTTPReadHeader.D(),
 		IdleTimeout:       cfg.Timeouts.HTTPIdle.D(),

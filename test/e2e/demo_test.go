@@ -13,17 +13,21 @@ type demoCommand struct {
 	code int
 }
 
-// printedCommands returns the curl and ldapsearch command lines in the
-// demo's try-it text.
-func printedCommands(text string) []string {
-	var cmds []string
+// printedCommands returns the command lines in the demo's try-it text: the
+// curl and ldapsearch ones, and (in fraud) the ban loop and the pbxgate
+// commands that list and lift the ban, which must run last.
+func printedCommands(text string) (cmds, fraud []string) {
 	for _, l := range strings.Split(text, "\n") {
 		l = strings.TrimSpace(l)
-		if strings.HasPrefix(l, "curl ") || (strings.Contains(l, "ldapsearch ") && !strings.HasPrefix(l, "#")) {
+		switch {
+		case strings.HasPrefix(l, "#") || l == "":
+		case strings.HasPrefix(l, "for "), strings.Contains(l, " --socket "):
+			fraud = append(fraud, l)
+		case strings.HasPrefix(l, "curl "), strings.Contains(l, "ldapsearch "):
 			cmds = append(cmds, l)
 		}
 	}
-	return cmds
+	return cmds, fraud
 }
 
 func TestDemo(t *testing.T) {
@@ -32,14 +36,17 @@ func TestDemo(t *testing.T) {
 	needBinary(t, "curl", "curl")
 	needBinary(t, "ldapsearch", "ldap-utils")
 	web, dir := freeAddr(t), freeAddr(t)
-	p := startProc(t, "demo", "--web", web, "--ldap", dir, "--data-dir", t.TempDir())
+	p := startProc(t, "demo", "--web", web, "--ldap", dir, "--admin", freeAddr(t), "--data-dir", t.TempDir())
 	text, ok := p.stdout.waitFor(startTimeout, p.done, func(s string) bool {
 		return strings.Contains(s, "Ctrl-C")
 	})
 	if !ok {
 		t.Fatalf("demo printed no try-it text:\nstdout:\n%s\nstderr:\n%s", text, p.stderr.String())
 	}
-	lines := printedCommands(text)
+	lines, fraudLines := printedCommands(text)
+	if len(fraudLines) != 3 {
+		t.Fatalf("demo printed %d fraud commands, want the ban loop, bans and unban:\n%s", len(fraudLines), text)
+	}
 	if len(lines) < 8 {
 		t.Fatalf("demo printed %d commands, want at least 8:\n%s", len(lines), text)
 	}
@@ -88,5 +95,24 @@ func TestDemo(t *testing.T) {
 	p.waitEvent(map[string]string{"kind": "rejected_by_gateway", "reason": "denied_path", "service": "provisioning"})
 	p.waitEvent(map[string]string{"kind": "rejected_by_service", "reason": "status", "service": "portal"})
 	p.waitEvent(map[string]string{"kind": "rejected_by_service", "reason": "invalid_credentials", "service": "directory"})
+
+	// The ban loop: the first answers are 401, then the source is banned and
+	// curl gets no answer (000).
+	out, _, code := run(t, cleanEnv(), bash, "-c", fraudLines[0])
+	if code != 0 || !strings.Contains(out, "401") || !strings.HasSuffix(strings.TrimSpace(out), "000") {
+		t.Errorf("%s\n  exit %d, want 401s then 000:\n%s", fraudLines[0], code, out)
+	}
+	p.waitLog(map[string]string{"msg": "source banned", "src": "127.0.0.1"})
+	out, errOut, code := run(t, cleanEnv(), bash, "-c", fraudLines[1])
+	if code != 0 || !strings.Contains(out, "127.0.0.1") || !strings.Contains(out, "auto") {
+		t.Errorf("%s\n  exit %d, want a table with the automatic ban of 127.0.0.1:\n%s%s", fraudLines[1], code, out, errOut)
+	}
+	out, errOut, code = run(t, cleanEnv(), bash, "-c", fraudLines[2])
+	if code != 0 {
+		t.Errorf("%s\n  exit %d:\n%s%s", fraudLines[2], code, out, errOut)
+	}
+	if r := curl(t, "http://"+web+"/"); r.Status != 200 {
+		t.Errorf("after unban: status %d (curl exit %d), want 200", r.Status, r.Exit)
+	}
 	p.stop()
 }

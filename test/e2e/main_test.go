@@ -154,7 +154,9 @@ func portOf(addr string) string {
 }
 
 // render executes a text/template configuration with v. Every template gets
-// .DataDir, a fresh temporary directory, unless v sets it.
+// .DataDir, a fresh temporary directory, unless v sets it. A pbxgate
+// configuration (one starting with data_dir) without admin or fraud
+// sections gets an admin API on a free port and loopback whitelisted.
 func render(t testing.TB, tmpl string, v map[string]any) string {
 	t.Helper()
 	data := map[string]any{"DataDir": t.TempDir()}
@@ -168,6 +170,18 @@ func render(t testing.TB, tmpl string, v map[string]any) string {
 	var b bytes.Buffer
 	if err := tp.Execute(&b, data); err != nil {
 		t.Fatalf("config template: %v", err)
+	}
+	// Tests run side by side: each gateway's admin API gets its own port.
+	// Tests that are not about fraud detection whitelist loopback, so the
+	// refusals they provoke on purpose do not ban the test client.
+	if !strings.HasPrefix(tmpl, "data_dir:") { // not a pbxgate configuration
+		return b.String()
+	}
+	if !strings.Contains(b.String(), "\nadmin:") {
+		fmt.Fprintf(&b, "\nadmin:\n  address: %s\n", freeAddr(t))
+	}
+	if !strings.Contains(b.String(), "\nfraud:") {
+		b.WriteString("\nfraud:\n  whitelist: [127.0.0.0/8, \"::1\"]\n")
 	}
 	return b.String()
 }

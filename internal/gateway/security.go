@@ -1,0 +1,350 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pbxgate/pbxgate/internal/admin"
+	"github.com/pbxgate/pbxgate/internal/config"
+	"github.com/pbxgate/pbxgate/internal/event"
+	"github.com/pbxgate/pbxgate/internal/fraud"
+	"github.com/pbxgate/pbxgate/internal/listen"
+	"github.com/pbxgate/pbxgate/internal/store"
+)
+
+// security is the part of the gateway that decides who may connect: the
+// state store, the fraud engine fed by the event stream, and the admin API
+// that lists and changes its decisions. It exists from Start to Shutdown;
+// before Start (and in Check) the guard allows everyone and events only go
+// to the log, the ring and the metrics.
+type security struct {
+	ring    *event.Ring
+	reg     *prometheus.Registry
+	metrics *admin.Metrics
+	engine  atomic.Pointer[fraud.Engine]
+
+	// Set by start, read by stop; guarded by the Gateway's mu.
+	st        store.Store
+	adminSrv  *admin.Server
+	runCancel context.CancelFunc
+	runDone   chan struct{}
+	adminWG   sync.WaitGroup
+	// fixed holds the settings that need a restart to change.
+	fixed struct{ adminAddr, adminSocket, storePath string }
+
+	srvMu   sync.Mutex // guards servers
+	servers map[*listen.Server]struct{}
+}
+
+func newSecurity(cfg *config.Config) *security {
+	s := &security{
+		ring:    event.NewRing(cfg.Fraud.RecentEvents),
+		reg:     prometheus.NewRegistry(),
+		servers: make(map[*listen.Server]struct{}),
+	}
+	s.metrics = admin.NewMetrics(s.reg, s.stats)
+	return s
+}
+
+// allowed is the guard every listener asks at accept.
+func (s *security) allowed(a netip.Addr) bool {
+	e := s.engine.Load()
+	return e == nil || e.Allowed(a)
+}
+
+// Emit hands an event to the fraud engine once it runs.
+func (s *security) Emit(ev event.Event) {
+	if e := s.engine.Load(); e != nil {
+		e.Emit(ev)
+	}
+}
+
+func (s *security) stats() fraud.Stats {
+	if e := s.engine.Load(); e != nil {
+		return e.Stats()
+	}
+	return fraud.Stats{}
+}
+
+// recent is the fraud engine's evidence: the source's latest suspicious
+// events.
+func (s *security) recent(src netip.Addr, max int) []event.Event {
+	return s.ring.Recent(event.Filter{Source: netip.PrefixFrom(src, src.BitLen()), Suspicious: true}, max)
+}
+
+// track and untrack keep the set of proxy servers whose connections a ban
+// closes.
+func (s *security) track(srv *listen.Server) {
+	s.srvMu.Lock()
+	s.servers[srv] = struct{}{}
+	s.srvMu.Unlock()
+}
+
+func (s *security) untrack(srv *listen.Server) {
+	s.srvMu.Lock()
+	delete(s.servers, srv)
+	s.srvMu.Unlock()
+}
+
+// closeFrom closes the open connections of a source just banned.
+func (s *security) closeFrom(p netip.Prefix) int {
+	s.srvMu.Lock()
+	srvs := make([]*listen.Server, 0, len(s.servers))
+	for srv := range s.servers {
+		srvs = append(srvs, srv)
+	}
+	s.srvMu.Unlock()
+	n := 0
+	for _, srv := range srvs {
+		n += srv.CloseFrom(p)
+	}
+	return n
+}
+
+// fraudConfig turns the configuration's fraud section into the engine's
+// policy. cfg has been validated.
+func fraudConfig(cfg *config.Config) fraud.Config {
+	f := cfg.Fraud
+	reasons := make(map[string]int, len(f.Weights.Reasons))
+	for r, w := range f.Weights.Reasons {
+		reasons[r] = w
+	}
+	var wl []netip.Prefix
+	for _, n := range f.Whitelist {
+		if p, err := config.ParseNetwork(n); err == nil {
+			wl = append(wl, p)
+		}
+	}
+	return fraud.Config{
+		Enabled:        f.Enabled == nil || *f.Enabled,
+		Threshold:      f.SuspiciousPerMinute,
+		BanFor:         f.BlacklistFor.D(),
+		BanMax:         f.BlacklistMax.D(),
+		RecidiveWindow: f.RecidiveWindow.D(),
+		KindWeights: map[event.Kind]int{
+			event.RejectedByGateway:  derefOr(f.Weights.RejectedByGateway, config.DefaultWeightGateway),
+			event.RejectedByService:  derefOr(f.Weights.RejectedByService, config.DefaultWeightService),
+			event.BackendUnreachable: derefOr(f.Weights.BackendUnreachable, config.DefaultWeightUnreachable),
+		},
+		ReasonWeights: reasons,
+		Whitelist:     wl,
+		MaxSources:    f.MaxSources,
+		NATWindow:     f.NAT.SuccessWindow.D(),
+		NATMaxFactor:  f.NAT.MaxFactor,
+	}
+}
+
+func derefOr(p *int, def int) int {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// start opens the store, makes the admin token on first start, loads and
+// runs the fraud engine and opens the admin API. On error everything
+// opened is closed again.
+func (g *Gateway) startSecurity(ctx context.Context, cfg *config.Config) (err error) {
+	s := g.sec
+	st, err := store.OpenBolt(cfg.Store.Path, store.BoltOptions{})
+	if err != nil {
+		return fmt.Errorf("state store: %w", err)
+	}
+	var cleanup []func()
+	defer func() {
+		if err != nil {
+			for i := len(cleanup) - 1; i >= 0; i-- {
+				cleanup[i]()
+			}
+		}
+	}()
+	cleanup = append(cleanup, func() { _ = st.Close() })
+
+	token, created, err := admin.EnsureToken(ctx, st)
+	if err != nil {
+		return fmt.Errorf("admin token: %w", err)
+	}
+	if created && cfg.Admin.Address != config.Off {
+		g.log.Warn("admin API token created; it is shown only this once, keep it: "+token,
+			"header", "Authorization: Bearer <token>", "rotate", "pbxgate token rotate")
+	}
+	verifier, err := admin.LoadVerifier(ctx, st)
+	if err != nil {
+		return fmt.Errorf("admin token: %w", err)
+	}
+
+	eng, err := fraud.New(fraudConfig(cfg), st, fraud.Options{
+		Log:    g.base,
+		Recent: s.recent,
+		OnBan: func(p netip.Prefix) {
+			if n := s.closeFrom(p); n > 0 {
+				g.log.Info("closed the banned source's connections", "src", p.String(), "connections", n)
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("fraud: %w", err)
+	}
+	if err := eng.Load(ctx); err != nil {
+		_ = eng.Close()
+		return fmt.Errorf("fraud: loading state: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.runDone = make(chan struct{})
+	go func() {
+		defer close(s.runDone)
+		if err := eng.Run(runCtx); err != nil {
+			g.log.Error("fraud engine stopped", "err", err)
+		}
+	}()
+	s.runCancel = cancel
+	s.engine.Store(eng)
+	cleanup = append(cleanup, func() {
+		s.engine.Store(nil)
+		cancel()
+		<-s.runDone
+		_ = eng.Close()
+	})
+
+	srv, err := admin.New(admin.Config{
+		Token:    verifier,
+		Store:    st,
+		Ready:    g.ready,
+		Registry: s.reg,
+		Events:   s.ring,
+		Sink:     g.events,
+		Control:  eng,
+		Snapshot: st.Snapshot,
+		Log:      g.base,
+	})
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	var lns []net.Listener
+	closeLns := func() {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+	}
+	if cfg.Admin.Address != config.Off {
+		ln, err := listen.Listen(ctx, "tcp", cfg.Admin.Address)
+		if err != nil {
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		lns = append(lns, guardedListener{Listener: ln, allowed: s.allowed})
+	}
+	if cfg.Admin.Socket != config.Off {
+		ln, err := admin.ListenUnix(cfg.Admin.Socket)
+		if err != nil {
+			closeLns()
+			return fmt.Errorf("admin socket: %w", err)
+		}
+		lns = append(lns, ln)
+	}
+	for _, ln := range lns {
+		s.adminWG.Add(1)
+		go func() {
+			defer s.adminWG.Done()
+			if err := srv.Serve(context.WithoutCancel(ctx), ln); err != nil && !errors.Is(err, admin.ErrClosed) {
+				g.log.Error("admin API stopped", "addr", ln.Addr().String(), "err", err)
+			}
+		}()
+		g.log.Info("admin API listening", "addr", ln.Addr().String())
+	}
+	s.st, s.adminSrv = st, srv
+	s.fixed.adminAddr, s.fixed.adminSocket, s.fixed.storePath = cfg.Admin.Address, cfg.Admin.Socket, cfg.Store.Path
+	return nil
+}
+
+// reloadSecurity applies a new configuration's fraud policy. The admin
+// listeners and the store stay as they were started.
+func (g *Gateway) reloadSecurityLocked(cfg *config.Config) {
+	s := g.sec
+	if e := s.engine.Load(); e != nil {
+		if err := e.Reconfigure(fraudConfig(cfg)); err != nil {
+			// build() checked the policy; this is a bug, keep the old one.
+			g.log.Error("reload: fraud policy kept as it was", "err", err)
+		}
+	}
+	if !g.started {
+		return
+	}
+	for _, c := range []struct{ key, was, now string }{
+		{"admin.address", s.fixed.adminAddr, cfg.Admin.Address},
+		{"admin.socket", s.fixed.adminSocket, cfg.Admin.Socket},
+		{"store.path", s.fixed.storePath, cfg.Store.Path},
+	} {
+		if c.was != c.now {
+			g.log.Warn("reload: "+c.key+" changes at the next restart", "running", c.was, "configured", c.now)
+		}
+	}
+}
+
+// stopSecurity closes the admin API, the fraud engine and the store.
+func (g *Gateway) stopSecurity(ctx context.Context) error {
+	s := g.sec
+	var errs []error
+	if s.adminSrv != nil {
+		if err := s.adminSrv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			errs = append(errs, fmt.Errorf("admin: %w", err))
+		}
+		_ = s.adminSrv.Close()
+		s.adminWG.Wait()
+	}
+	if e := s.engine.Swap(nil); e != nil {
+		s.runCancel()
+		<-s.runDone
+		errs = append(errs, e.Close())
+	}
+	if s.st != nil {
+		errs = append(errs, s.st.Close())
+	}
+	_ = s.ring.Close()
+	return errors.Join(errs...)
+}
+
+// ready answers /readyz: serving and not shutting down.
+func (g *Gateway) ready() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case g.closed:
+		return errors.New("shutting down")
+	case !g.started:
+		return errors.New("starting")
+	}
+	return nil
+}
+
+// guardedListener closes connections from sources the guard refuses before
+// the admin API reads a byte, like the proxy listeners do.
+type guardedListener struct {
+	net.Listener
+	allowed func(netip.Addr) bool
+}
+
+func (l guardedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			if a, ok := netip.AddrFromSlice(ta.IP); ok && !l.allowed(a.Unmap()) {
+				_ = c.Close()
+				continue
+			}
+		}
+		return c, nil
+	}
+}
+
+var _ = os.Getpid
