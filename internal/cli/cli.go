@@ -74,14 +74,20 @@ func newVersion(stdout io.Writer) *cobra.Command {
 	}
 }
 
+// release is the version without revision and Go version: Version, or the
+// module version the binary was built from.
+func release() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && Version == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return Version
+}
+
 func versionString() string {
-	v := Version
+	v := release()
 	var rev, goVer string
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		goVer = bi.GoVersion
-		if v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			v = bi.Main.Version
-		}
 		for _, s := range bi.Settings {
 			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
 				rev = s.Value[:12]

@@ -39,7 +39,7 @@ func serve(ctx context.Context, file string, stderr io.Writer) error {
 		return &exitError{code: 2, err: fmt.Errorf("not started")}
 	}
 	log, level := newLogger(cfg.Log, stderr)
-	g, err := gateway.New(cfg, gateway.Options{Log: log})
+	g, err := gateway.New(cfg, gateway.Options{Log: log, Version: release()})
 	if err != nil {
 		fmt.Fprintln(stderr, "pbxgate: cannot start:")
 		problems(stderr, err)

@@ -255,7 +255,7 @@ type Fraud struct {
 	// banned, in addition to entries made with the admin API. Default none.
 	Whitelist []string `yaml:"whitelist"`
 	// MaxSources caps the sources being counted at once; beyond it the least
-	// suspicious are forgotten first. About 100 bytes each. Default 1000000.
+	// suspicious are forgotten first. About 90 bytes each. Default 1000000.
 	MaxSources int `yaml:"max_sources"`
 	// NAT tunes the scoring of many users behind one address.
 	NAT NAT `yaml:"nat"`

@@ -28,6 +28,9 @@ type Options struct {
 	Log *slog.Logger
 	// Events receives every event in addition to the log. Default none.
 	Events event.Sink
+	// Version is the release reported by the pbxgate_build_info metric.
+	// Default: what the module's build information says.
+	Version string
 }
 
 // Gateway is a running pbxgate.
@@ -72,6 +75,9 @@ func New(cfg *config.Config, o Options) (*Gateway, error) {
 		listeners: make(map[string]*liveListener),
 	}
 	g.sec = newSecurity(cfg)
+	if o.Version != "" {
+		g.sec.metrics.SetBuildInfo(o.Version)
+	}
 	// The ring comes before the engine: a ban quotes the event that tipped it.
 	sinks := event.Fanout{event.LogSink{Log: o.Log.With("component", "events")}, g.sec.ring, g.sec.metrics, g.sec}
 	if o.Events != nil {

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -38,7 +38,7 @@ type security struct {
 	runDone   chan struct{}
 	adminWG   sync.WaitGroup
 	// fixed holds the settings that need a restart to change.
-	fixed struct{ adminAddr, adminSocket, storePath string }
+	fixed struct{ adminAddr, adminSocket, storePath, recentEvents string }
 
 	srvMu   sync.Mutex // guards servers
 	servers map[*listen.Server]struct{}
@@ -261,6 +261,7 @@ func (g *Gateway) startSecurity(ctx context.Context, cfg *config.Config) (err er
 	}
 	s.st, s.adminSrv = st, srv
 	s.fixed.adminAddr, s.fixed.adminSocket, s.fixed.storePath = cfg.Admin.Address, cfg.Admin.Socket, cfg.Store.Path
+	s.fixed.recentEvents = strconv.Itoa(cfg.Fraud.RecentEvents)
 	return nil
 }
 
@@ -281,6 +282,7 @@ func (g *Gateway) reloadSecurityLocked(cfg *config.Config) {
 		{"admin.address", s.fixed.adminAddr, cfg.Admin.Address},
 		{"admin.socket", s.fixed.adminSocket, cfg.Admin.Socket},
 		{"store.path", s.fixed.storePath, cfg.Store.Path},
+		{"fraud.recent_events", s.fixed.recentEvents, strconv.Itoa(cfg.Fraud.RecentEvents)},
 	} {
 		if c.was != c.now {
 			g.log.Warn("reload: "+c.key+" changes at the next restart", "running", c.was, "configured", c.now)
@@ -346,5 +348,3 @@ func (l guardedListener) Accept() (net.Conn, error) {
 		return c, nil
 	}
 }
-
-var _ = os.Getpid
