@@ -19,3 +19,10 @@ var (
 	ErrAddress  = errors.New("invalid address")
 	ErrDuration = errors.New("invalid duration")
 )
+
+// kindError is err, matching a sentinel with errors.Is without repeating
+// the sentinel's words in the message.
+type kindError struct{ kind, err error }
+
+func (e *kindError) Error() string   { return e.err.Error() }
+func (e *kindError) Unwrap() []error { return []error{e.kind, e.err} }

@@ -2,7 +2,6 @@ package admin
 
 import (
 	"fmt"
-	"math"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -10,42 +9,21 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pbxgate/pbxgate/internal/config"
 	"github.com/pbxgate/pbxgate/internal/event"
 )
 
 // ParseAddress reads what an operator types for a list entry: an IP address
-// ("203.0.113.7", "2001:db8::1") or a CIDR prefix ("198.51.100.0/24"). A
-// single address becomes a /32 or /128. IPv4-mapped IPv6 forms are unmapped,
-// as events carry them. A prefix with bits set beyond its length is refused
-// (it is most often a typo) with the masked form suggested; zones are
-// refused. Errors wrap ErrAddress.
+// ("203.0.113.7", "2001:db8::1") or a CIDR prefix ("198.51.100.0/24"), in
+// the syntax of config.ParseNetwork (a single address becomes a /32 or
+// /128, IPv4-mapped forms are unmapped, host bits and zones are refused).
+// Errors wrap ErrAddress.
 func ParseAddress(s string) (netip.Prefix, error) {
-	in := strings.TrimSpace(s)
-	if in == "" {
-		return netip.Prefix{}, fmt.Errorf("%w: empty; give an IP address or a CIDR prefix", ErrAddress)
-	}
-	if strings.Contains(in, "/") {
-		p, err := netip.ParsePrefix(in)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%w %q: not an IP address or CIDR prefix", ErrAddress, event.Clip(in, 64))
-		}
-		if m := p.Masked(); m != p {
-			return netip.Prefix{}, fmt.Errorf("%w %q: bits are set beyond /%d; did you mean %s?", ErrAddress, in, p.Bits(), m)
-		}
-		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
-			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
-		}
-		return p, nil
-	}
-	a, err := netip.ParseAddr(in)
+	p, err := config.ParseNetwork(s)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%w %q: not an IP address or CIDR prefix", ErrAddress, event.Clip(in, 64))
+		return netip.Prefix{}, &kindError{ErrAddress, err}
 	}
-	if a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("%w %q: zones are not allowed", ErrAddress, event.Clip(in, 64))
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
+	return p, nil
 }
 
 // FormatPrefix writes p the way the API and CLI show it: a single address
@@ -59,69 +37,22 @@ func FormatPrefix(p netip.Prefix) string {
 
 const maxDurationText = 64
 
-// ParseDuration reads a positive duration written like Go's
-// time.ParseDuration ("90s", "30m", "1h30m") or with a day unit, 24 hours
-// ("7d", "1d12h", "1.5d"). Zero, negative, unit-less and overflowing values
-// are refused; errors wrap ErrDuration.
+// ParseDuration reads a positive duration in the syntax of
+// config.ParseDuration ("90s", "30m", "1h30m", "7d", "1.5d"). Zero is
+// refused; errors wrap ErrDuration.
 func ParseDuration(s string) (time.Duration, error) {
 	in := strings.TrimSpace(s)
-	fail := func(why string) (time.Duration, error) {
-		return 0, fmt.Errorf("%w %q: %s; write it like 30m, 12h or 7d", ErrDuration, event.Clip(in, maxDurationText), why)
+	if len(in) > maxDurationText {
+		return 0, fmt.Errorf("%w %q: too long", ErrDuration, event.Clip(in, maxDurationText))
 	}
-	switch {
-	case in == "":
-		return fail("empty")
-	case len(in) > maxDurationText:
-		return fail("too long")
+	d, err := config.ParseDuration(in)
+	if err != nil {
+		return 0, &kindError{ErrDuration, err}
 	}
-	isNum := func(c byte) bool { return c == '.' || c >= '0' && c <= '9' }
-	var total time.Duration
-	for rest := in; rest != ""; {
-		i := 0
-		for i < len(rest) && isNum(rest[i]) {
-			i++
-		}
-		j := i
-		for j < len(rest) && !isNum(rest[j]) {
-			j++
-		}
-		num, unit := rest[:i], rest[i:j]
-		rest = rest[j:]
-		if num == "" {
-			return fail("expected a number")
-		}
-		if unit == "" {
-			return fail("missing unit")
-		}
-		var d time.Duration
-		if unit == "d" {
-			f, err := strconv.ParseFloat(num, 64)
-			if err != nil {
-				return fail("bad number")
-			}
-			h := f * float64(24*time.Hour)
-			if h >= math.MaxInt64 {
-				return fail("too large")
-			}
-			d = time.Duration(h)
-		} else {
-			var err error
-			if d, err = time.ParseDuration(num + unit); err != nil {
-				if strings.Contains(err.Error(), "unknown unit") {
-					return fail("unknown unit " + strconv.Quote(unit))
-				}
-				return fail("bad number or unit")
-			}
-		}
-		if total > math.MaxInt64-d {
-			return fail("too large")
-		}
-		total += d
+	if d <= 0 {
+		return 0, fmt.Errorf("%w %q: must be positive", ErrDuration, in)
 	}
-	if total <= 0 {
-		return fail("must be positive")
-	}
-	return total, nil
+	return d.D(), nil
 }
 
 // Limits of the events listing.

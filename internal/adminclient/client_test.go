@@ -153,7 +153,7 @@ func TestAPIErrors(t *testing.T) {
 		status int
 		want   string
 	}{
-		{"bad address", func() error { _, err := c.Ban(ctx, "nope", 0, ""); return err }, 400, `field "address": invalid address "nope"`},
+		{"bad address", func() error { _, err := c.Ban(ctx, "nope", 0, ""); return err }, 400, `field "address": "nope" is not a network`},
 		{"negative", func() error { _, err := c.Ban(ctx, "192.0.2.1", -time.Second, ""); return err }, 0, "negative duration"},
 		{"bad inspect", func() error { _, err := c.Inspect(ctx, "a/b"); return err }, 400, "is not an IP address"},
 		{"bad kind", func() error { _, err := c.Events(ctx, EventQuery{Kind: "x"}); return err }, 400, "want one of"},

@@ -36,6 +36,33 @@ const adminLong = "\n\nThe command talks to the running pbxgate over its admin s
 // newline.
 func printJSON(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }
 
+// do connects to the admin API, makes one call and prints its answer: the
+// API's JSON with --json, else what human prints.
+func do[T any](cmd *cobra.Command, f *adminFlags, stdout io.Writer,
+	call func(*adminclient.Client, context.Context) (T, error), human func(T) error) error {
+	c, err := f.client(cmd)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	v, err := call(c, cmdContext(cmd))
+	if err != nil {
+		return apiErr(err)
+	}
+	if f.json {
+		return printJSON(stdout, v)
+	}
+	return human(v)
+}
+
+// entries adapts a list call to do.
+func entries(list func(*adminclient.Client, context.Context) ([]admin.EntryJSON, error)) func(*adminclient.Client, context.Context) (admin.EntriesJSON, error) {
+	return func(c *adminclient.Client, ctx context.Context) (admin.EntriesJSON, error) {
+		es, err := list(c, ctx)
+		return admin.EntriesJSON{Entries: es}, err
+	}
+}
+
 // parsePrefixArg reads an IP|CIDR argument.
 func parsePrefixArg(s string) (string, error) {
 	p, err := admin.ParseAddress(s)
@@ -54,19 +81,11 @@ func newBans(stdout io.Writer) *cobra.Command {
 		Long:  "List the blacklist entries in force, automatic and manual." + adminLong,
 		Args:  usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client(cmd)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			entries, err := c.Bans(cmdContext(cmd), address)
-			if err != nil {
-				return apiErr(err)
-			}
-			if f.json {
-				return printJSON(stdout, admin.EntriesJSON{Entries: entries})
-			}
-			return printEntries(stdout, "blacklist", entries, adminNow())
+			return do(cmd, &f, stdout,
+				entries(func(c *adminclient.Client, ctx context.Context) ([]admin.EntryJSON, error) {
+					return c.Bans(ctx, address)
+				}),
+				func(v admin.EntriesJSON) error { return printEntries(stdout, "blacklist", v.Entries, adminNow()) })
 		},
 	}
 	f.add(cmd)
@@ -82,19 +101,8 @@ func newWhitelist(stdout io.Writer) *cobra.Command {
 		Long:  "List the whitelist entries made at run time and from the configuration file." + adminLong,
 		Args:  usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client(cmd)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			entries, err := c.Whitelist(cmdContext(cmd))
-			if err != nil {
-				return apiErr(err)
-			}
-			if f.json {
-				return printJSON(stdout, admin.EntriesJSON{Entries: entries})
-			}
-			return printEntries(stdout, "whitelist", entries, adminNow())
+			return do(cmd, &f, stdout, entries((*adminclient.Client).Whitelist),
+				func(v admin.EntriesJSON) error { return printEntries(stdout, "whitelist", v.Entries, adminNow()) })
 		},
 	}
 	f.add(cmd)
@@ -122,20 +130,14 @@ func newAdd(stdout io.Writer, use, short, long, verb string,
 					return usageErr(fmt.Errorf("--for: %w", err))
 				}
 			}
-			c, err := f.client(cmd)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			e, err := call(c, cmdContext(cmd), addr, d, note)
-			if err != nil {
-				return apiErr(err)
-			}
-			if f.json {
-				return printJSON(stdout, e)
-			}
-			fmt.Fprintf(stdout, "%s %s %s\n", verb, e.Address, untilText(e.Expires, adminNow()))
-			return nil
+			return do(cmd, &f, stdout,
+				func(c *adminclient.Client, ctx context.Context) (admin.EntryJSON, error) {
+					return call(c, ctx, addr, d, note)
+				},
+				func(e admin.EntryJSON) error {
+					_, err := fmt.Fprintf(stdout, "%s %s %s\n", verb, e.Address, untilText(e.Expires, adminNow()))
+					return err
+				})
 		},
 	}
 	f.add(cmd)
@@ -171,20 +173,12 @@ func newRemove(stdout io.Writer, use, short, long, done string,
 			if err != nil {
 				return err
 			}
-			c, err := f.client(cmd)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			e, err := call(c, cmdContext(cmd), addr)
-			if err != nil {
-				return apiErr(err)
-			}
-			if f.json {
-				return printJSON(stdout, e)
-			}
-			fmt.Fprintf(stdout, done+"\n", e.Address)
-			return nil
+			return do(cmd, &f, stdout,
+				func(c *adminclient.Client, ctx context.Context) (admin.EntryJSON, error) { return call(c, ctx, addr) },
+				func(e admin.EntryJSON) error {
+					_, err := fmt.Fprintf(stdout, done+"\n", e.Address)
+					return err
+				})
 		},
 	}
 	f.add(cmd)
@@ -216,19 +210,11 @@ func newInspect(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return usageErr(fmt.Errorf("%q is not an IP address", args[0]))
 			}
-			c, err := f.client(cmd)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			si, err := c.Inspect(cmdContext(cmd), a.String())
-			if err != nil {
-				return apiErr(err)
-			}
-			if f.json {
-				return printJSON(stdout, si)
-			}
-			return printSource(stdout, si, adminNow())
+			return do(cmd, &f, stdout,
+				func(c *adminclient.Client, ctx context.Context) (admin.SourceJSON, error) {
+					return c.Inspect(ctx, a.String())
+				},
+				func(si admin.SourceJSON) error { return printSource(stdout, si, adminNow()) })
 		},
 	}
 	f.add(cmd)
@@ -315,19 +301,8 @@ func newStats(stdout io.Writer) *cobra.Command {
 		Long:  "Show the fraud engine's counters since pbxgate started." + adminLong,
 		Args:  usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client(cmd)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			st, err := c.Stats(cmdContext(cmd))
-			if err != nil {
-				return apiErr(err)
-			}
-			if f.json {
-				return printJSON(stdout, st)
-			}
-			return printStats(stdout, st)
+			return do(cmd, &f, stdout, (*adminclient.Client).Stats,
+				func(st admin.StatsJSON) error { return printStats(stdout, st) })
 		},
 	}
 	f.add(cmd)

@@ -354,7 +354,7 @@ func TestAdminUsageErrors(t *testing.T) {
 	}{
 		{"ban without address", []string{"ban", sock}, "accepts 1 arg(s)"},
 		{"ban two addresses", []string{"ban", "192.0.2.1", "192.0.2.2", sock}, "accepts 1 arg(s)"},
-		{"bad address", []string{"ban", "192.0.2.300", sock}, `invalid address "192.0.2.300"`},
+		{"bad address", []string{"ban", "192.0.2.300", sock}, `"192.0.2.300" is not a network`},
 		{"host bits", []string{"unban", "192.0.2.1/24", sock}, "did you mean 192.0.2.0/24?"},
 		{"bad duration", []string{"allow", "192.0.2.1", "--for", "1 week", sock}, `--for: invalid duration "1 week"`},
 		{"unknown flag", []string{"bans", "--adress", "x", sock}, "unknown flag: --adress"},

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -23,32 +24,59 @@ func (d Duration) String() string {
 	return s
 }
 
-// ParseDuration reads a duration written like "5s", "2m", "1h30m" (see
-// time.ParseDuration) or with a leading number of days: "7d", "1d12h". A
-// number without unit is refused: "5" is ambiguous.
+// ParseDuration reads a duration written like "5s", "2m", "1h30m" (the
+// units of time.ParseDuration) or with days, 24 hours each: "7d", "1d12h",
+// "1.5d". A number without unit is refused ("5" is ambiguous), and so are
+// signs and values beyond about 290 years. This is the one duration syntax
+// of pbxgate: the configuration file, the CLI and the admin API use it.
 func ParseDuration(s string) (Duration, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
+	in := strings.TrimSpace(s)
+	if in == "" {
 		return 0, errors.New("empty duration; write it like 5s, 2m or 1h30m")
 	}
-	var days time.Duration
-	rest := s
-	if i := strings.IndexByte(s, 'd'); i > 0 && isDigits(s[:i]) && len(s[:i]) <= 5 {
-		n, _ := strconv.Atoi(s[:i])
-		days = time.Duration(n) * 24 * time.Hour
-		if rest = s[i+1:]; rest == "" {
-			return Duration(days), nil
-		}
+	if isDigits(in) {
+		return 0, fmt.Errorf("duration %q has no unit; write it like %ss", clip(in, 64), clip(in, 64))
 	}
-	d, err := time.ParseDuration(rest)
-	if err != nil {
-		if isDigits(s) {
-			return 0, fmt.Errorf("duration %q has no unit; write it like %ss", s, s)
+	invalid := fmt.Errorf("invalid duration %q; write it like 5s, 2m, 1h30m or 7d", clip(in, 64))
+	isNum := func(c byte) bool { return c == '.' || c >= '0' && c <= '9' }
+	var total time.Duration
+	for rest := in; rest != ""; {
+		i := 0
+		for i < len(rest) && isNum(rest[i]) {
+			i++
 		}
-		return 0, fmt.Errorf("invalid duration %q; write it like 5s, 2m, 1h30m or 7d", s)
+		j := i
+		for j < len(rest) && !isNum(rest[j]) {
+			j++
+		}
+		num, unit := rest[:i], rest[i:j]
+		rest = rest[j:]
+		if num == "" || unit == "" {
+			return 0, invalid
+		}
+		var d time.Duration
+		if unit == "d" {
+			f, err := strconv.ParseFloat(num, 64)
+			if err != nil {
+				return 0, invalid
+			}
+			h := f * float64(24*time.Hour)
+			if h >= math.MaxInt64 {
+				return 0, fmt.Errorf("duration %q is too large", clip(in, 64))
+			}
+			d = time.Duration(h)
+		} else {
+			var err error
+			if d, err = time.ParseDuration(num + unit); err != nil {
+				return 0, invalid
+			}
+		}
+		if total > math.MaxInt64-d {
+			return 0, fmt.Errorf("duration %q is too large", clip(in, 64))
+		}
+		total += d
 	}
-	d += days
-	return Duration(d), nil
+	return Duration(total), nil
 }
 
 // UnmarshalYAML reads a duration from a YAML string such as "5s" or "1h30m".

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -455,22 +456,37 @@ func (c *Config) explicitZeros() []*Problem {
 
 // ParseNetwork reads a network written as CIDR ("10.20.0.0/24") or as a
 // single address ("192.0.2.7", which becomes /32; /128 for IPv6). A prefix
-// with host bits set ("10.20.0.1/24") is refused as a likely typo.
+// with host bits set ("10.20.0.1/24") is refused as a likely typo, with the
+// masked form suggested; zones are refused; IPv4-mapped IPv6 forms are
+// unmapped, as sources are. This is the one network syntax of pbxgate: the
+// configuration file, the CLI and the admin API use it.
 func ParseNetwork(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
+	in := strings.TrimSpace(s)
+	if in == "" {
+		return netip.Prefix{}, errors.New("empty; write an IP address or a network like 10.20.0.0/24")
+	}
+	notNetwork := fmt.Errorf("%q is not a network (CIDR like 10.20.0.0/24, or an IP)", clip(in, 64))
+	if strings.Contains(in, "/") {
+		p, err := netip.ParsePrefix(in)
 		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%q is not a network (CIDR like 10.20.0.0/24, or an IP)", clip(s, 64))
+			return netip.Prefix{}, notNetwork
 		}
 		if m := p.Masked(); m != p {
-			return netip.Prefix{}, fmt.Errorf("%q has host bits set; did you mean %s?", s, m)
+			return netip.Prefix{}, fmt.Errorf("%q has host bits set; did you mean %s?", in, m)
+		}
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 		}
 		return p, nil
 	}
-	a, err := netip.ParseAddr(s)
-	if err != nil || a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("%q is not a network (CIDR like 10.20.0.0/24, or an IP)", clip(s, 64))
+	a, err := netip.ParseAddr(in)
+	if err != nil {
+		return netip.Prefix{}, notNetwork
 	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%q: zones are not allowed", clip(in, 64))
+	}
+	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 

@@ -148,7 +148,7 @@ func TestValidationProblems(t *testing.T) {
 		{name: "log format", edits: []edit{{"format: text", "format: xml"}}, path: "log.format", msg: "not one of text, json"},
 
 		// timeouts
-		{name: "negative timeout", edits: []edit{{"first_bytes: 5s", "first_bytes: -5s"}}, path: "timeouts.first_bytes", msg: "must be a positive duration"},
+		{name: "negative timeout", edits: []edit{{"first_bytes: 5s", "first_bytes: -5s"}}, path: "timeouts.first_bytes", msg: `invalid duration "-5s"`},
 		{name: "zero timeout", edits: []edit{{"idle: 5m", "idle: 0s"}}, path: "timeouts.idle", msg: "must be positive"},
 		{name: "duration words", edits: []edit{{"idle: 5m", "idle: 5 minutes"}}, path: "timeouts.idle", msg: `invalid duration "5 minutes"`},
 		{name: "duration without unit", edits: []edit{{"idle: 5m", "idle: 300"}}, path: "timeouts.idle", msg: `has no unit; write it like 300s`},
@@ -438,9 +438,12 @@ func TestParseNetwork(t *testing.T) {
 		{in: "0.0.0.0/0", want: "0.0.0.0/0"},
 		{in: "10.20.0.1/24", err: "did you mean 10.20.0.0/24?"},
 		{in: "10.20.0.0/40", err: "not a network"},
-		{in: "fe80::1%eth0", err: "not a network"},
+		{in: "fe80::1%eth0", err: "zones are not allowed"},
 		{in: "example.com", err: "not a network"},
-		{in: "", err: "not a network"},
+		{in: "", err: "empty"},
+		{in: " 10.9.9.9 ", want: "10.9.9.9/32"},
+		{in: "::ffff:192.0.2.1", want: "192.0.2.1/32"},
+		{in: "::ffff:192.0.2.0/120", want: "192.0.2.0/24"},
 	} {
 		p, err := ParseNetwork(tc.in)
 		switch {

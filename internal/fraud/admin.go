@@ -30,13 +30,8 @@ func expiresAfter(now time.Time, d time.Duration) time.Time {
 	return now.Add(d)
 }
 
-// Ban blacklists p (an address or a network) for d, 0 meaning forever,
-// replacing any entry with the same prefix. The entry is written to the
-// store first and enforced once that succeeded; a store error is returned
-// and nothing changes. Open connections from inside p are closed through
-// Options.OnBan. A ban that overlaps the whitelist is accepted, but the
-// whitelist still wins for the addresses it covers.
-func (e *Engine) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note string) (store.Entry, error) {
+// manualEntry checks an operator's entry for l and builds it.
+func (e *Engine) manualEntry(l store.List, p netip.Prefix, d time.Duration, note string) (store.Entry, error) {
 	if e.closed() {
 		return store.Entry{}, ErrClosed
 	}
@@ -48,15 +43,29 @@ func (e *Engine) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note 
 		return store.Entry{}, err
 	}
 	now := e.clock()
-	ent := store.Entry{
-		List:    store.Blacklist,
+	return store.Entry{
+		List:    l,
 		Prefix:  p,
 		Origin:  store.Manual,
 		Reason:  manualReason,
 		Note:    note,
 		Created: now,
 		Expires: expiresAfter(now, d),
+	}, nil
+}
+
+// Ban blacklists p (an address or a network) for d, 0 meaning forever,
+// replacing any entry with the same prefix. The entry is written to the
+// store first and enforced once that succeeded; a store error is returned
+// and nothing changes. Open connections from inside p are closed through
+// Options.OnBan. A ban that overlaps the whitelist is accepted, but the
+// whitelist still wins for the addresses it covers.
+func (e *Engine) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note string) (store.Entry, error) {
+	ent, err := e.manualEntry(store.Blacklist, p, d, note)
+	if err != nil {
+		return store.Entry{}, err
 	}
+	p = ent.Prefix
 	e.persistMu.Lock()
 	if err := e.st.Put(ctx, ent); err != nil {
 		e.persistMu.Unlock()
@@ -138,26 +147,11 @@ func (e *Engine) forget(p netip.Prefix) {
 // (the whitelist wins over them anyway). The whitelist entry is durable
 // before Allow returns; a store error is returned and nothing changes.
 func (e *Engine) Allow(ctx context.Context, p netip.Prefix, d time.Duration, note string) (store.Entry, error) {
-	if e.closed() {
-		return store.Entry{}, ErrClosed
-	}
-	p, err := normPrefix(p)
+	ent, err := e.manualEntry(store.Whitelist, p, d, note)
 	if err != nil {
 		return store.Entry{}, err
 	}
-	if err := checkDuration(d); err != nil {
-		return store.Entry{}, err
-	}
-	now := e.clock()
-	ent := store.Entry{
-		List:    store.Whitelist,
-		Prefix:  p,
-		Origin:  store.Manual,
-		Reason:  manualReason,
-		Note:    note,
-		Created: now,
-		Expires: expiresAfter(now, d),
-	}
+	p = ent.Prefix
 	e.persistMu.Lock()
 	defer e.persistMu.Unlock()
 	if err := e.st.Put(ctx, ent); err != nil {

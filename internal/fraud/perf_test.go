@@ -1,6 +1,7 @@
 package fraud
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -90,10 +91,44 @@ func probes(v6 bool) []netip.Addr {
 	return out
 }
 
+// innocentProbes returns lookup addresses as ordinary traffic brings them:
+// one in 64 a listed host, the rest random addresses of the family (IPv6
+// anywhere in 2000::/3), which mostly nothing lists.
+func innocentProbes(v6 bool) []netip.Addr {
+	r := rand.New(rand.NewPCG(7, 8))
+	out := make([]netip.Addr, 4096)
+	for i := range out {
+		if i%64 == 0 {
+			out[i] = bigHost(r.IntN(bigHosts), v6)
+			continue
+		}
+		x, y := r.Uint64(), r.Uint64()
+		if v6 {
+			var k [16]byte
+			binary.BigEndian.PutUint64(k[:8], 0x2000<<48|x>>3)
+			binary.BigEndian.PutUint64(k[8:], y)
+			out[i] = netip.AddrFrom16(k)
+		} else {
+			out[i] = netip.AddrFrom4([4]byte{byte(x), byte(x >> 8), byte(x >> 16), byte(x >> 24)})
+		}
+	}
+	return out
+}
+
 func BenchmarkAllowed(b *testing.B) {
 	for _, fam := range []string{"v4", "v6"} {
 		e := bigEngine(fam == "v6")
 		ps := probes(fam == "v6")
+		innocent := innocentProbes(fam == "v6")
+		b.Run(fam+"/innocent", func(b *testing.B) {
+			n := 0
+			for i := 0; b.Loop(); i++ {
+				if e.Allowed(innocent[i&4095]) {
+					n++
+				}
+			}
+			_ = n
+		})
 		b.Run(fam, func(b *testing.B) {
 			n := 0
 			for i := 0; b.Loop(); i++ {
