@@ -2,6 +2,7 @@ package fraud
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
@@ -16,9 +17,10 @@ import (
 )
 
 // Emit counts ev against its source. It implements event.Sink and is safe
-// for concurrent use. It never does I/O except when ev tips its source over
-// the threshold: then, after the source is already refused by Allowed, it
-// records the ban in the store (bounded by a timeout) before returning.
+// for concurrent use. It does no I/O: when ev tips its source over the
+// threshold, the source is refused by Allowed at once, Options.OnBan runs,
+// and the ban is queued for the ban writers, which read its history, write
+// it to the store and log it.
 func (e *Engine) Emit(ev event.Event) {
 	a := ev.Source.Unmap().WithZone("")
 	h := hashAddr(a, e.seed)
@@ -62,8 +64,89 @@ func (e *Engine) Emit(ev event.Event) {
 	}
 	sh.mu.Unlock()
 	if v.ban {
-		e.finishAutoBan(p, a, t, v)
+		if e.onBan != nil {
+			e.onBan(hostPrefix(a))
+		}
+		e.queueBan(pendingBan{p: p, addr: a, at: t, v: v})
 	}
+}
+
+// pendingBan is an automatic ban in force in memory, waiting for its store
+// writes.
+type pendingBan struct {
+	p    *policy
+	addr netip.Addr
+	at   time.Time
+	v    verdict
+}
+
+const (
+	// banQueueSize bounds the automatic bans waiting for the store. A
+	// burst beyond it stays in force in memory but is not written
+	// (Stats.StoreErrors), rather than making Emit wait for the disk.
+	banQueueSize = 16384
+	// banWriters write automatic bans concurrently, so that the store can
+	// commit many in one transaction (bbolt's Batch does).
+	banWriters = 128
+)
+
+func (e *Engine) queueBan(b pendingBan) {
+	e.startBanned.Do(func() {
+		e.banWG.Add(banWriters)
+		for range banWriters {
+			go func() {
+				defer e.banWG.Done()
+				for b := range e.banq {
+					e.finishAutoBan(b.p, b.addr, b.at, b.v)
+					e.pendingMu.Lock()
+					if e.pending--; e.pending == 0 {
+						e.drained.Broadcast()
+					}
+					e.pendingMu.Unlock()
+				}
+			}()
+		}
+	})
+	if e.closed() {
+		return // Close has closed the queue: the ban stays in memory only
+	}
+	e.pendingMu.Lock()
+	e.pending++
+	e.pendingMu.Unlock()
+	select {
+	case e.banq <- b:
+	default:
+		e.pendingMu.Lock()
+		if e.pending--; e.pending == 0 {
+			e.drained.Broadcast()
+		}
+		e.pendingMu.Unlock()
+		e.banQueueFull.Add(1)
+		e.storeFailed("queue ban", hostPrefix(b.addr), errBanQueueFull)
+	}
+}
+
+var errBanQueueFull = errors.New("too many bans waiting for the store; this one stays in memory only")
+
+// Flush waits until every automatic ban made so far is written to the
+// store (or failed to be), or ctx ends. The gateway calls it before closing
+// the store; tests call it before reading the store.
+func (e *Engine) Flush(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		e.pendingMu.Lock()
+		e.drained.Broadcast()
+		e.pendingMu.Unlock()
+	})
+	defer stop()
+	e.pendingMu.Lock()
+	defer e.pendingMu.Unlock()
+	for e.pending > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		e.drained.Wait()
+	}
+	return nil
 }
 
 func (e *Engine) userHash(service, user string) uint64 {
@@ -98,11 +181,12 @@ func banDuration(c *Config, level int) time.Duration {
 	return min(d, c.BanMax)
 }
 
-// finishAutoBan completes an automatic ban already in force in the guard:
-// escalation level from the store, the entry with reason and evidence,
-// persistence, OnBan, one log line.
+// finishAutoBan completes an automatic ban already in force in the guard
+// (a ban writer runs it): escalation level from the store, the entry with
+// reason and evidence, persistence, one log line.
 func (e *Engine) finishAutoBan(p *policy, a netip.Addr, at time.Time, v verdict) {
-	ctx, cancel := context.WithTimeout(e.ctx, storeTimeout)
+	// Not e.ctx: Close lets the writers finish what is queued.
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	pfx := hostPrefix(a)
 	level := 1
@@ -126,7 +210,9 @@ func (e *Engine) finishAutoBan(p *policy, a netip.Addr, at time.Time, v verdict)
 		Expires:   at.Add(d),
 		Level:     level,
 	}
-	e.persistMu.Lock()
+	e.persistMu.RLock()
+	stripe := &e.banStripes[hashAddr(a, e.seed)%uint64(len(e.banStripes))]
+	stripe.Lock()
 	// An operator may have lifted the ban meanwhile; then it stays lifted.
 	live := e.guard.set(pfx, nanos(ent.Expires), true)
 	if live {
@@ -134,14 +220,12 @@ func (e *Engine) finishAutoBan(p *policy, a netip.Addr, at time.Time, v verdict)
 			e.storeFailed("write ban", pfx, err)
 		}
 	}
-	e.persistMu.Unlock()
+	stripe.Unlock()
+	e.persistMu.RUnlock()
 	if !live {
 		return
 	}
 	e.autoBans.Add(1)
-	if e.onBan != nil {
-		e.onBan(pfx)
-	}
 	e.log.LogAttrs(context.Background(), slog.LevelWarn, "source banned",
 		slog.String("src", a.String()),
 		slog.Duration("for", d),

@@ -29,9 +29,10 @@ type Options struct {
 	// evidence and summarised in its reason. Nil means bans carry no
 	// evidence.
 	Recent func(src netip.Addr, max int) []event.Event
-	// OnBan is called once a ban is in force (and, for automatic and manual
-	// bans made here, written to the store), so the gateway can close the
-	// connections already open from inside p. It is also called for bans
+	// OnBan is called once a ban is in force: for manual bans after they
+	// are written to the store, for automatic bans at once, before their
+	// store writes (which the ban writers do; Flush waits for them), so the
+	// gateway can close the connections already open from inside p. It is also called for bans
 	// another node announces through store.Watch. It runs on the goroutine
 	// that made the ban (for automatic bans, the one that called Emit) and
 	// must not call back into the engine's write methods. Nil means nothing
@@ -60,10 +61,24 @@ type Engine struct {
 	shards []*cshard
 
 	// persistMu serialises the "memory + store" sequences of entry changes
-	// (ban completion, unban, allow, disallow, expiry), so that memory and
-	// store end in the same order. Never held by Allowed or by Emit except
-	// while an automatic ban is written.
-	persistMu sync.Mutex
+	// (unban, allow, disallow, expiry: write-locked), so that memory and
+	// store end in the same order. The ban writers hold it read-locked, and
+	// banStripes per address among themselves, so that many automatic bans
+	// are written at once (the store batches them into few commits). Never
+	// held by Allowed or Emit.
+	persistMu  sync.RWMutex
+	banStripes [64]sync.Mutex
+
+	// Automatic bans wait in banq for their store writes (history, entry),
+	// done by banWriters goroutines started with the first ban; pending
+	// counts bans queued or being written, for Flush.
+	banq         chan pendingBan
+	startBanned  sync.Once
+	banWG        sync.WaitGroup
+	pendingMu    sync.Mutex // guards pending and drained
+	pending      int
+	drained      *sync.Cond
+	banQueueFull atomic.Uint64
 
 	ctx       context.Context // cancelled by Close
 	cancel    context.CancelFunc
@@ -118,6 +133,8 @@ func New(cfg Config, st store.Store, o Options) (*Engine, error) {
 		e.shards[i] = newCShard()
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.banq = make(chan pendingBan, banQueueSize)
+	e.drained = sync.NewCond(&e.pendingMu)
 	return e, nil
 }
 
@@ -218,11 +235,15 @@ func (e *Engine) Reconfigure(cfg Config) error {
 	return nil
 }
 
-// Close stops Run and makes the write methods return ErrClosed. It does not
-// close the store. Idempotent.
+// Close stops Run and makes the write methods return ErrClosed. Automatic
+// bans still waiting for their store writes are written first (each
+// bounded by a timeout). It does not close the store. Idempotent.
 func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		e.isClosed.Store(true)
+		e.startBanned.Do(func() {}) // no writers start from now on
+		close(e.banq)
+		e.banWG.Wait()
 		e.cancel()
 	})
 	return nil

@@ -380,8 +380,11 @@ func TestOnBanOrder(t *testing.T) {
 			if h.e.Allowed(p.Addr()) {
 				t.Error("OnBan before the ban is in force")
 			}
-			if _, ok, _ := h.st.Get(bg, store.Blacklist, p); !ok {
-				t.Error("OnBan before the ban is durable")
+			// A manual ban is durable before OnBan; an automatic one is
+			// closed at once and written by the ban writers afterwards.
+			_, durable, _ := h.st.Get(bg, store.Blacklist, p)
+			if manual := p != mustPrefix("192.0.2.1/32"); durable != manual {
+				t.Errorf("OnBan(%s): in the store = %v", p, durable)
 			}
 			if n := len(h.log.lines(t, "source banned")); n != len(calls)-1 {
 				t.Error("logged before OnBan")
@@ -389,6 +392,9 @@ func TestOnBanOrder(t *testing.T) {
 		}
 	})
 	h.emitN(fail("192.0.2.1"), 11)
+	if _, ok := h.blacklisted(t, "192.0.2.1/32"); !ok {
+		t.Error("automatic ban not written after Flush")
+	}
 	if _, err := h.e.Ban(bg, mustPrefix("2001:db8::/48"), 0, "noisy"); err != nil {
 		t.Fatal(err)
 	}

@@ -178,16 +178,28 @@ func success(src, service, user string) event.Event {
 		Service: service, Proto: "sip", Reason: event.ReasonOK, User: user}
 }
 
-// emitN emits ev n times, stamping the clock's time.
+// emitN emits ev n times, stamping the clock's time, and waits for the
+// store writes of the bans it made.
 func (h *harness) emitN(ev event.Event, n int) {
 	for range n {
 		ev.Time = h.clock.Now()
 		h.e.Emit(ev)
 	}
+	h.flush()
+}
+
+// flush waits for the ban writers.
+func (h *harness) flush() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.e.Flush(ctx); err != nil {
+		panic("Flush: " + err.Error())
+	}
 }
 
 func (h *harness) blacklisted(t testing.TB, p string) (store.Entry, bool) {
 	t.Helper()
+	h.flush()
 	e, ok, err := h.st.Get(context.Background(), store.Blacklist, mustPrefix(p))
 	if err != nil {
 		t.Fatalf("store Get %s: %v", p, err)

@@ -3,6 +3,7 @@ package fraud
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"sync"
 	"testing"
@@ -276,6 +277,7 @@ func TestConcurrency(t *testing.T) {
 		}
 	})
 	wg.Wait()
+	h.flush()
 	st := h.e.Stats()
 	if st.EventsSeen != workers*events || st.EventsCounted+st.EventsIgnored != st.EventsSeen {
 		t.Errorf("stats do not add up: %+v", st)
@@ -323,5 +325,51 @@ func TestConcurrentBanOnce(t *testing.T) {
 	}
 	if !h.e.Allowed(netip.Addr{}) {
 		t.Error("the zero address is refused")
+	}
+}
+
+// TestBanBurstIsDurable bans 1000 sources at once on a real bolt store:
+// every ban must reach the disk (the ban writers batch them), none may be
+// lost to the store's write timeout.
+func TestBanBurstIsDurable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1000 bans on disk")
+	}
+	st, err := store.OpenBolt(t.TempDir()+"/state.db", store.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	e, err := New(testConfig(), st, Options{Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sources = 1000
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < sources; i += 8 {
+				ev := fail(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}).String())
+				for range 11 {
+					e.Emit(ev)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(bg, 60*time.Second)
+	defer cancel()
+	if err := e.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := st.Count(bg, store.Blacklist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := e.Stats(); n != sources || s.AutoBans != sources || s.StoreErrors != 0 {
+		t.Errorf("%d bans on disk, stats %+v; want %d and no store error", n, s, sources)
 	}
 }
