@@ -94,6 +94,9 @@ func TestGuardAndReloadedPolicy(t *testing.T) {
 	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
 		t.Errorf("open connection after the ban: %d bytes, %v", n, err)
 	}
+	if err := g.sec.engine.Load().Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	st := g.sec.stats()
 	if st.AutoBans != 1 || st.Blacklisted != 1 {
 		t.Errorf("stats %+v, want one automatic ban", st)
