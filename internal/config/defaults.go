@@ -61,6 +61,7 @@ const (
 	DefaultNATSuccessWindow    = Duration(time.Hour)
 	DefaultNATMaxFactor        = 100
 	DefaultRecentEvents        = 10000
+	DefaultSuspectRate         = 200
 
 	DefaultAdminAddress = "127.0.0.1:9190"
 	DefaultAdminSocket  = "admin.sock" // inside DataDir
@@ -95,6 +96,7 @@ const (
 	maxMaxSources       = 100_000_000
 	maxNATMaxFactor     = 10_000
 	maxRecentEvents     = 1_000_000
+	maxSuspectRate      = 1_000_000
 )
 
 // Defaults returns a Config holding every default that does not depend on
@@ -229,6 +231,7 @@ func (c *Config) ApplyDefaults() {
 	setDur(&f.NAT.SuccessWindow, DefaultNATSuccessWindow)
 	setInt(&f.NAT.MaxFactor, DefaultNATMaxFactor)
 	setInt(&f.RecentEvents, DefaultRecentEvents)
+	setInt(&f.SuspectRate, DefaultSuspectRate)
 
 	setStr(&c.Admin.Address, DefaultAdminAddress)
 	setStr(&c.Admin.Socket, filepath.Join(c.DataDir, DefaultAdminSocket))

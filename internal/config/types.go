@@ -259,6 +259,13 @@ type Fraud struct {
 	MaxSources int `yaml:"max_sources"`
 	// NAT tunes the scoring of many users behind one address.
 	NAT NAT `yaml:"nat"`
+	// SuspectRate is how many new connections per second, across the
+	// gateway, are served from suspects: sources with failures in the
+	// window that no login explains. The others wait up to
+	// timeouts.first_bytes for their turn, then are closed. It keeps the
+	// attempts a flood makes before its sources are banned from crowding
+	// out everyone else. Default 200.
+	SuspectRate int `yaml:"suspect_rate"`
 	// RecentEvents is how many events are kept in memory for the admin API's
 	// event list and as evidence quoted in bans. Default 10000.
 	RecentEvents int `yaml:"recent_events"`

@@ -66,6 +66,7 @@ func (k *checker) fraud() {
 	k.between("fraud.max_sources", f.MaxSources, minMaxSources, maxMaxSources)
 	k.between("fraud.nat.max_factor", f.NAT.MaxFactor, 1, maxNATMaxFactor)
 	k.between("fraud.recent_events", f.RecentEvents, 1, maxRecentEvents)
+	k.between("fraud.suspect_rate", f.SuspectRate, 1, maxSuspectRate)
 }
 
 // unixPathMax is the room for a socket path in sockaddr_un on Linux.

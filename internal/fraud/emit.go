@@ -57,6 +57,11 @@ func (e *Engine) Emit(ev event.Event) {
 	sh.mu.Lock()
 	v := e.countLocked(sh, si, p, a, ev.User != "", uh, w, now)
 	if v.ban {
+		// Counted as pending before it is in force, so that Flush called by
+		// anyone who sees the ban waits for its store writes.
+		e.pendingMu.Lock()
+		e.pending++
+		e.pendingMu.Unlock()
 		// Refuse the source at once, before any store I/O; the real expiry
 		// is set once the ban history is read. Deciding and marking under
 		// the shard lock makes this goroutine the only one banning a.
@@ -90,6 +95,7 @@ const (
 	banWriters = 128
 )
 
+// queueBan hands b, already counted in pending, to the ban writers.
 func (e *Engine) queueBan(b pendingBan) {
 	e.startBanned.Do(func() {
 		e.banWG.Add(banWriters)
@@ -107,20 +113,23 @@ func (e *Engine) queueBan(b pendingBan) {
 			}()
 		}
 	})
-	if e.closed() {
-		return // Close has closed the queue: the ban stays in memory only
-	}
-	e.pendingMu.Lock()
-	e.pending++
-	e.pendingMu.Unlock()
-	select {
-	case e.banq <- b:
-	default:
+	done := func() {
 		e.pendingMu.Lock()
 		if e.pending--; e.pending == 0 {
 			e.drained.Broadcast()
 		}
 		e.pendingMu.Unlock()
+	}
+	e.banqMu.RLock()
+	defer e.banqMu.RUnlock()
+	if e.banqClosed {
+		done() // Close has closed the queue: the ban stays in memory only
+		return
+	}
+	select {
+	case e.banq <- b:
+	default:
+		done()
 		e.banQueueFull.Add(1)
 		e.storeFailed("queue ban", hostPrefix(b.addr), errBanQueueFull)
 	}

@@ -72,6 +72,8 @@ type Engine struct {
 	// Automatic bans wait in banq for their store writes (history, entry),
 	// done by banWriters goroutines started with the first ban; pending
 	// counts bans queued or being written, for Flush.
+	banqMu       sync.RWMutex // guards banqClosed and sends on banq
+	banqClosed   bool
 	banq         chan pendingBan
 	startBanned  sync.Once
 	banWG        sync.WaitGroup
@@ -242,7 +244,10 @@ func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		e.isClosed.Store(true)
 		e.startBanned.Do(func() {}) // no writers start from now on
+		e.banqMu.Lock()
+		e.banqClosed = true
 		close(e.banq)
+		e.banqMu.Unlock()
 		e.banWG.Wait()
 		e.cancel()
 	})

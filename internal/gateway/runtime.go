@@ -291,6 +291,14 @@ func (g *Gateway) buildHTTP(rt *runtime, lc config.Listener) (*httpproxy.Handler
 	})
 }
 
+// admit is the suspect gate; nil in Check, which serves nothing.
+func (g *Gateway) admit() func(context.Context, netip.Addr) bool {
+	if g.sec == nil {
+		return nil
+	}
+	return g.sec.admit
+}
+
 // guard is the check asked about clients behind trusted proxies; nil in
 // Check, which serves nothing.
 func (g *Gateway) guard() func(netip.Addr) bool {
@@ -372,6 +380,7 @@ func (g *Gateway) listenConfig(rt *runtime, l *liveListener) listen.Config {
 		HandshakeTimeout:  cfg.Timeouts.TLSHandshake.D(),
 		SniffBuffer:       cfg.Limits.SniffBytes,
 		Allowed:           g.guard(),
+		Admit:             g.admit(),
 	}
 }
 

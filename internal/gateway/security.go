@@ -9,8 +9,10 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/pbxgate/pbxgate/internal/admin"
 	"github.com/pbxgate/pbxgate/internal/config"
@@ -42,6 +44,13 @@ type security struct {
 
 	srvMu   sync.Mutex // guards servers
 	servers map[*listen.Server]struct{}
+
+	// The suspect gate: new connections of suspects share suspects' rate
+	// and wait at most wait for it.
+	suspects       atomic.Pointer[rate.Limiter]
+	suspectWait    atomic.Int64 // time.Duration
+	suspectDelayed atomic.Uint64
+	suspectDropped atomic.Uint64
 }
 
 func newSecurity(cfg *config.Config) *security {
@@ -51,7 +60,48 @@ func newSecurity(cfg *config.Config) *security {
 		servers: make(map[*listen.Server]struct{}),
 	}
 	s.metrics = admin.NewMetrics(s.reg, s.stats)
+	s.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "pbxgate_suspect_connections_delayed_total",
+			Help: "New connections of suspect sources that waited for their turn (fraud.suspect_rate).",
+		}, func() float64 { return float64(s.suspectDelayed.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "pbxgate_suspect_connections_dropped_total",
+			Help: "New connections of suspect sources closed because their turn did not come within timeouts.first_bytes.",
+		}, func() float64 { return float64(s.suspectDropped.Load()) }),
+	)
+	s.configure(cfg)
 	return s
+}
+
+// configure applies the settings that follow reloads.
+func (s *security) configure(cfg *config.Config) {
+	s.suspectWait.Store(int64(cfg.Timeouts.FirstBytes.D()))
+	r := cfg.Fraud.SuspectRate
+	if old := s.suspects.Load(); old == nil || old.Limit() != rate.Limit(r) {
+		s.suspects.Store(rate.NewLimiter(rate.Limit(r), r))
+	}
+}
+
+// admit is the suspect gate every listener asks before reading a byte:
+// connections of suspects wait for the shared rate, everyone else passes.
+func (s *security) admit(ctx context.Context, src netip.Addr) bool {
+	e := s.engine.Load()
+	if e == nil || !e.Suspect(src) {
+		return true
+	}
+	lim := s.suspects.Load()
+	if lim.Allow() {
+		return true
+	}
+	s.suspectDelayed.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(s.suspectWait.Load()))
+	defer cancel()
+	if err := lim.Wait(ctx); err != nil {
+		s.suspectDropped.Add(1)
+		return false
+	}
+	return true
 }
 
 // allowed is the guard every listener asks at accept.
@@ -269,6 +319,7 @@ func (g *Gateway) startSecurity(ctx context.Context, cfg *config.Config) (err er
 // listeners and the store stay as they were started.
 func (g *Gateway) reloadSecurityLocked(cfg *config.Config) {
 	s := g.sec
+	s.configure(cfg)
 	if e := s.engine.Load(); e != nil {
 		if err := e.Reconfigure(fraudConfig(cfg)); err != nil {
 			// build() checked the policy; this is a bug, keep the old one.

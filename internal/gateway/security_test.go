@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -104,3 +105,60 @@ func TestGuardAndReloadedPolicy(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func TestSuspectGate(t *testing.T) {
+	dir := t.TempDir()
+	a := origin(t, "A")
+	g := start(t, parse(t, webConfig(dir, "127.0.0.1:0", a,
+		"timeouts:\n  first_bytes: 1s\nfraud:\n  suspect_rate: 1\n")), &event.Recorder{})
+	addr := g.Addr("web").String()
+	request := func(src string) (string, error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: unknown.test\r\nConnection: close\r\n\r\n")
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b := make([]byte, 64)
+		n, err := c.Read(b)
+		return string(b[:n]), err
+	}
+	// One refusal makes 127.0.0.1 a suspect; it was not one yet.
+	if got, err := request("127.0.0.1"); !strings.HasPrefix(got, "HTTP/1.1 404") {
+		t.Fatalf("first request: %q %v", got, err)
+	}
+	if !g.sec.engine.Load().Suspect(mustAddr("127.0.0.1")) {
+		t.Fatal("not a suspect after a refusal")
+	}
+	// One connection a second: the burst token serves the first, the next
+	// ones cannot get a turn within first_bytes (1s) and are closed
+	// unanswered.
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	answered, dropped := 0, 0
+	for range 4 {
+		wg.Go(func() {
+			got, _ := request("127.0.0.1")
+			mu.Lock()
+			defer mu.Unlock()
+			if strings.HasPrefix(got, "HTTP/1.1 404") {
+				answered++
+			} else if got == "" {
+				dropped++
+			}
+		})
+	}
+	wg.Wait()
+	if answered < 1 || dropped < 2 || g.sec.suspectDropped.Load() < 2 {
+		t.Errorf("suspect: %d answered, %d dropped (gate counted %d); want 1-2 and the rest dropped",
+			answered, dropped, g.sec.suspectDropped.Load())
+	}
+	// Another source is not slowed down.
+	for range 3 {
+		if got, err := request("127.0.0.2"); !strings.HasPrefix(got, "HTTP/1.1 404") {
+			t.Fatalf("innocent source: %q %v", got, err)
+		}
+	}
+}

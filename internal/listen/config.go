@@ -131,6 +131,11 @@ type Config struct {
 	// the connection without reading a byte and without an event. Nil
 	// allows everyone. It runs on the accept loop and must be fast.
 	Allowed func(netip.Addr) bool
+	// Admit runs on the connection's own goroutine before any byte is read
+	// and may wait (for a rate limit, say) until ctx ends; false closes the
+	// connection without an event. The connection counts against
+	// MaxConns while it waits. Nil admits everyone at once.
+	Admit func(ctx context.Context, src netip.Addr) bool
 }
 
 // config is a validated Config with defaults applied.

@@ -200,6 +200,10 @@ func (s *Server) accept(ctx context.Context, nc net.Conn) {
 	s.mu.Unlock()
 	go func() {
 		defer s.workerDone()
+		if cfg.Admit != nil && !cfg.Admit(ctx, src) {
+			_ = tc.Close()
+			return
+		}
 		s.serveConn(ctx, cfg, tc, src)
 	}()
 }
