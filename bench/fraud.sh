@@ -5,7 +5,7 @@
 # baseline. What is measured and how: bench/fraudflood/main.go; the numbers
 # go to docs/BENCHMARKS.md.
 #
-#   bash bench/fraud.sh          # about 45 s with the defaults
+#   bash bench/fraud.sh          # about 90 s with the defaults
 #
 # Not part of the test suite. Needs Go (and taskset from util-linux when
 # pinning; installed with apt-get when missing). Builds pbxgate and
@@ -21,7 +21,8 @@
 #   BENCH_FRAUD_RATE=500        their total req/s, open loop (-rate)
 #   BENCH_FRAUD_WARMUP=2s       unmeasured legitimate load first (-warmup)
 #   BENCH_FRAUD_QUIET=10s       quiet phase, the baseline (-quiet)
-#   BENCH_FRAUD_FLOOD=20s       flood phase (-flood)
+#   BENCH_FRAUD_FLOOD=60s       flood phase (-flood): one ban window, long enough for
+#                               throttled attackers (fraud.suspect_rate) to be banned
 #   BENCH_FRAUD_ATTACKERS=1000  attacker sources 127.2.x.y (-attackers)
 #   BENCH_FRAUD_ATTEMPTS=2000   attempts per attacker at most (-attempts)
 #   BENCH_FRAUD_TIMEOUT=5s      per request (-timeout)
@@ -29,6 +30,7 @@
 #   BENCH_FRAUD_NICE=10         nice value of the attacker process (-attacker-nice)
 #   BENCH_FRAUD_THRESHOLD=10    pbxgate fraud.suspicious_per_minute (-threshold)
 #   BENCH_FRAUD_BLACKLIST_FOR=30m  pbxgate fraud.blacklist_for (-blacklist-for)
+#   BENCH_FRAUD_SUSPECT_RATE=200   pbxgate fraud.suspect_rate (-suspect-rate)
 #   BENCH_FRAUD_SETTLE=60s      wait for the last bans to be logged (-settle)
 #   BENCH_PIN=1                 1: fraudflood (users, backend, attackers) on
 #                               CPU 0, pbxgate alone on CPU 1 with GOMAXPROCS=1;
@@ -56,7 +58,7 @@ USERS=${BENCH_FRAUD_USERS:-20}
 RATE=${BENCH_FRAUD_RATE:-500}
 WARMUP=${BENCH_FRAUD_WARMUP:-2s}
 QUIET=${BENCH_FRAUD_QUIET:-10s}
-FLOOD=${BENCH_FRAUD_FLOOD:-20s}
+FLOOD=${BENCH_FRAUD_FLOOD:-60s}
 ATTACKERS=${BENCH_FRAUD_ATTACKERS:-1000}
 ATTEMPTS=${BENCH_FRAUD_ATTEMPTS:-2000}
 TIMEOUT=${BENCH_FRAUD_TIMEOUT:-5s}
@@ -64,6 +66,7 @@ LATE=${BENCH_FRAUD_LATE:-1ms}
 NICE=${BENCH_FRAUD_NICE:-10}
 THRESHOLD=${BENCH_FRAUD_THRESHOLD:-10}
 BLACKLIST_FOR=${BENCH_FRAUD_BLACKLIST_FOR:-30m}
+SUSPECT_RATE=${BENCH_FRAUD_SUSPECT_RATE:-200}
 SETTLE=${BENCH_FRAUD_SETTLE:-60s}
 PIN=${BENCH_PIN:-1}
 KEEP=${BENCH_KEEP:-0}
@@ -126,7 +129,7 @@ os=$(. /etc/os-release && echo "$PRETTY_NAME")
 args=(-pbxgate "$WORK/pbxgate" "${PBX_PIN[@]}"
 	-users "$USERS" -rate "$RATE" -warmup "$WARMUP" -quiet "$QUIET" -flood "$FLOOD"
 	-attackers "$ATTACKERS" -attempts "$ATTEMPTS" -timeout "$TIMEOUT" -late "$LATE"
-	-attacker-nice "$NICE" -threshold "$THRESHOLD" -blacklist-for "$BLACKLIST_FOR" -settle "$SETTLE"
+	-attacker-nice "$NICE" -threshold "$THRESHOLD" -blacklist-for "$BLACKLIST_FOR" -suspect-rate "$SUSPECT_RATE" -settle "$SETTLE"
 	-json "$WORK/fraud.json"
 	-meta "pinning=$PINNING" -meta "commit=$commit" -meta "cpu=$cpu" -meta "cores=$ncpu" -meta "os=$os")
 [[ "$KEEP" == 1 ]] && args+=(-keep)

@@ -20,6 +20,7 @@ type gatewayConfig struct {
 	Host         string // Host routed to the backend
 	Threshold    int    // fraud.suspicious_per_minute
 	BlacklistFor string // fraud.blacklist_for, a pbxgate duration
+	SuspectRate  int    // fraud.suspect_rate
 	MaxConns     int    // limits.max_connections
 }
 
@@ -53,6 +54,7 @@ services:
 fraud:
   suspicious_per_minute: {{.Threshold}}
   blacklist_for: {{q .BlacklistFor}}
+  suspect_rate: {{.SuspectRate}}
 `))
 
 // yamlString quotes s as a JSON string, which YAML reads as the same string.

@@ -77,6 +77,7 @@ type options struct {
 	late         time.Duration
 	attackerNice int
 	threshold    int
+	suspectRate  int
 	blacklistFor string
 	host         string
 	minSuccess   float64
@@ -109,7 +110,7 @@ func main() {
 	flag.IntVar(&o.rate, "rate", 500, "total legitimate requests per second")
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "legitimate load before the quiet phase, not measured")
 	flag.DurationVar(&o.quiet, "quiet", 10*time.Second, "quiet phase: legitimate users only")
-	flag.DurationVar(&o.flood, "flood", 20*time.Second, "flood phase: legitimate users and attackers")
+	flag.DurationVar(&o.flood, "flood", 60*time.Second, "flood phase: legitimate users and attackers (one ban window)")
 	flag.IntVar(&o.attackers, "attackers", 1000, "attacker source addresses")
 	flag.IntVar(&o.attempts, "attempts", 2000, "attempts per attacker at most")
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Second, "per request (legitimate and attacker)")
@@ -117,6 +118,7 @@ func main() {
 	flag.IntVar(&o.attackerNice, "attacker-nice", 10, "nice value of the attacker process (0: as the rest)")
 	flag.IntVar(&o.threshold, "threshold", 10, "pbxgate fraud.suspicious_per_minute")
 	flag.StringVar(&o.blacklistFor, "blacklist-for", "30m", "pbxgate fraud.blacklist_for")
+	flag.IntVar(&o.suspectRate, "suspect-rate", 200, "pbxgate fraud.suspect_rate")
 	flag.StringVar(&o.host, "host", "portal.bench", "Host routed to the login backend")
 	flag.Float64Var(&o.minSuccess, "min-success", 99.9, "target: flood-phase success of legitimate users, percent, at least")
 	flag.Float64Var(&o.maxRatio, "max-ratio", 2, "target: flood p99 / quiet p99, at most")
@@ -171,6 +173,7 @@ func (o *options) validate() error {
 		check(d.v >= d.min && d.v <= time.Hour, "-%s %v: want %v..1h", d.name, d.v, d.min)
 	}
 	check(o.threshold >= 1, "-threshold %d: want at least 1", o.threshold)
+	check(o.suspectRate >= 1, "-suspect-rate %d: want at least 1", o.suspectRate)
 	check(o.attackerNice >= 0 && o.attackerNice <= 19, "-attacker-nice %d: want 0..19", o.attackerNice)
 	check(o.minSuccess > 0 && o.minSuccess <= 100, "-min-success %v: want (0, 100]", o.minSuccess)
 	check(o.maxRatio >= 1, "-max-ratio %v: want at least 1", o.maxRatio)
@@ -332,7 +335,7 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 	}
 	conf, err := renderConfig(gatewayConfig{
 		DataDir: filepath.Join(work, "data"), Listen: listen, Backend: backendAddr, Host: o.host,
-		Threshold: o.threshold, BlacklistFor: o.blacklistFor, MaxConns: max(10000, 2*(o.users+o.attackers)),
+		Threshold: o.threshold, BlacklistFor: o.blacklistFor, SuspectRate: o.suspectRate, MaxConns: max(10000, 2*(o.users+o.attackers)),
 	})
 	if err != nil {
 		return nil, err
@@ -626,7 +629,7 @@ func setup(o options, listen string) map[string]any {
 		"users": o.users, "rate_rps": o.rate, "quiet_s": o.quiet.Seconds(), "flood_s": o.flood.Seconds(),
 		"warmup_s": o.warmup.Seconds(), "attackers": o.attackers, "attempts_per_attacker": o.attempts,
 		"timeout_s": o.timeout.Seconds(), "late_ms": float64(o.late) / 1e6, "attacker_nice": o.attackerNice,
-		"suspicious_per_minute": o.threshold, "blacklist_for": o.blacklistFor,
+		"suspicious_per_minute": o.threshold, "blacklist_for": o.blacklistFor, "suspect_rate": o.suspectRate,
 		"pbxgate_cpus": o.pbxCPUs, "pbxgate_gomaxprocs": o.pbxProcs, "listen": listen,
 	}
 }

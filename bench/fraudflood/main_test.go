@@ -171,7 +171,7 @@ func TestSummarize(t *testing.T) {
 func TestRenderedConfigLoads(t *testing.T) {
 	data, err := renderConfig(gatewayConfig{
 		DataDir: "/tmp/fraud flood/data", Listen: "127.0.0.1:40001", Backend: "127.0.0.1:40002",
-		Host: "portal.bench", Threshold: 10, BlacklistFor: "30m", MaxConns: 10000,
+		Host: "portal.bench", Threshold: 10, BlacklistFor: "30m", SuspectRate: 200, MaxConns: 10000,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -195,7 +195,7 @@ func banDuration(c *Config, level int) time.Duration {
 // reason and evidence, persistence, one log line.
 func (e *Engine) finishAutoBan(p *policy, a netip.Addr, at time.Time, v verdict) {
 	// Not e.ctx: Close lets the writers finish what is queued.
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), banWriteTimeout)
 	defer cancel()
 	pfx := hostPrefix(a)
 	level := 1

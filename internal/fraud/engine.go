@@ -40,9 +40,10 @@ type Options struct {
 	OnBan func(p netip.Prefix)
 }
 
-// storeTimeout bounds each store call made on behalf of Emit (an automatic
-// ban), so a stuck store cannot hold the emitting goroutine forever.
-const storeTimeout = 10 * time.Second
+// banWriteTimeout bounds the store writes of one automatic ban, so a stuck
+// store cannot hold a ban writer forever. Generous: the writes are off the
+// request path, and a host under a flood may give the writers little CPU.
+const banWriteTimeout = time.Minute
 
 // Engine is the fraud engine. Its methods are safe for concurrent use.
 type Engine struct {
