@@ -9,11 +9,18 @@ import (
 )
 
 // guardShards is the number of writer shards of the in-memory blacklist. A
-// power of two; the top bits of an address's hash pick the shard.
+// power of two; the top bits of an address's hash pick the shard. Few, so
+// that a big blacklist makes big slot arrays, which bigSlice maps on huge
+// pages (1M addresses: eight 6 MiB arrays); writers are rare enough (bans,
+// unbans, sweeps) that eight locks do not contend.
 const (
-	guardShardBits = 6
+	guardShardBits = 3
 	guardShards    = 1 << guardShardBits
 )
+
+// filterMinEntries is the number of entries from which the guard keeps a
+// presence filter; smaller tables stay in cache anyway.
+const filterMinEntries = 1024
 
 // cidrTable is the routing table type for blacklisted networks: bart.Fast
 // trades memory (about 160 bytes an IPv4 network, 190 an IPv6 one, against
@@ -23,14 +30,28 @@ type cidrTable = bart.Fast[int64]
 
 // guard is the in-memory copy of the blacklist that Allowed consults: single
 // addresses in sharded lock-free hash tables (hostTable), networks in a bart
-// routing table published through an atomic pointer (copy-on-write). The
-// value is the expiry in Unix nanoseconds, 0 for never. Readers take no lock
-// and write nothing shared; writers take the shard's (or cidrMu) mutex.
+// routing table published through an atomic pointer (copy-on-write), and in
+// front of both, once there are filterMin entries, a presence filter that
+// answers most lookups of unlisted addresses alone. The value is the expiry
+// in Unix nanoseconds, 0 for never. Readers take no lock and write nothing
+// shared; writers take the shard's (or cidrMu) mutex.
+//
+// Filter invariant: every entry in the tables has its bit set in the
+// published filter. Inserts set the bit under the table's lock before
+// publishing the entry; rebuildFilter holds every lock while it builds and
+// publishes a new filter. Lock order: filterMu, then the shards in order,
+// then cidrMu.
 //
 // It holds no entry details (reason, evidence): those live in the store.
 type guard struct {
 	seed uint64
 	sh   [guardShards]guardShard
+
+	filter    atomic.Pointer[filter] // nil while there are fewer than filterMin entries
+	filterMu  sync.Mutex             // serialises filter rebuilds and replace
+	stale     atomic.Int64           // entries removed since the filter was built
+	filterMin int64                  // entries from which a filter is kept (filterMinEntries)
+	filterLog int                    // log2 of the bits in the filter's largest bit set (filterMaxLog)
 
 	cidrMu     sync.Mutex // serialises writers of cidr; guards cidrMinExp
 	cidrMinExp int64      // lowest expiry in cidr (may be stale-low), 0 = none
@@ -48,7 +69,7 @@ type guardShard struct {
 }
 
 func newGuard(seed uint64) *guard {
-	g := &guard{seed: seed}
+	g := &guard{seed: seed, filterMin: filterMinEntries, filterLog: filterMaxLog}
 	g.cidr.Store(new(cidrTable))
 	return g
 }
@@ -59,17 +80,20 @@ func (g *guard) shard(h uint64) *guardShard { return &g.sh[h>>(64-guardShardBits
 // a's hash (for counter lanes). a must be unmapped and valid. now is called
 // at most twice, and only when an entry with an expiry matches.
 func (g *guard) blocked(a netip.Addr, now func() int64) (bool, uint64) {
-	hi, lo := splitKey(a.As16())
+	hi, lo, w := addrKey(a)
 	h := hashKey(hi, lo, g.seed)
-	exp, ok := g.shard(h).tab.get(hi, lo, h)
-	if ok && (exp == 0 || !expiredAt(exp, now())) {
-		return true, h
+	f := g.filter.Load()
+	if f == nil || f.mayHaveHost(h) {
+		exp, ok := g.shard(h).tab.get(hi, lo, h)
+		if ok && (exp == 0 || !expiredAt(exp, now())) {
+			return true, h
+		}
 	}
-	if g.nets.Load() == 0 {
+	if g.nets.Load() == 0 || f != nil && !f.mayHaveNet(w, famOf(a.Is4())) {
 		return false, h
 	}
 	t := g.cidr.Load()
-	exp, ok = t.Lookup(a)
+	exp, ok := t.Lookup(a)
 	if !ok {
 		return false, h
 	}
@@ -123,11 +147,14 @@ func (g *guard) get(p netip.Prefix) (int64, bool) {
 func (g *guard) set(p netip.Prefix, exp int64, onlyIfPresent bool) bool {
 	if !isHost(p) {
 		g.cidrMu.Lock()
-		defer g.cidrMu.Unlock()
 		t := g.cidr.Load()
 		_, had := t.Get(p)
 		if onlyIfPresent && !had {
+			g.cidrMu.Unlock()
 			return false
+		}
+		if f := g.filter.Load(); f != nil && !had {
+			f.addNet(p) // before the entry is published
 		}
 		g.cidr.Store(t.InsertPersist(p, exp))
 		if !had {
@@ -136,12 +163,21 @@ func (g *guard) set(p netip.Prefix, exp int64, onlyIfPresent bool) bool {
 		if exp != 0 && (g.cidrMinExp == 0 || exp < g.cidrMinExp) {
 			g.cidrMinExp = exp
 		}
+		g.cidrMu.Unlock()
+		if !had {
+			g.maybeRebuildFilter()
+		}
 		return true
 	}
 	hi, lo := splitKey(p.Addr().As16())
 	h := hashKey(hi, lo, g.seed)
 	sh := g.shard(h)
 	sh.mu.Lock()
+	if f := g.filter.Load(); f != nil && !onlyIfPresent {
+		// An entry already present has its bit; a new one needs it
+		// before tab.set publishes it.
+		f.addHost(h)
+	}
 	had := sh.tab.set(hi, lo, h, exp, onlyIfPresent, g.seed)
 	in := had || !onlyIfPresent
 	if in && exp != 0 && (sh.minExp == 0 || exp < sh.minExp) {
@@ -150,6 +186,7 @@ func (g *guard) set(p netip.Prefix, exp int64, onlyIfPresent bool) bool {
 	sh.mu.Unlock()
 	if !had && in {
 		g.hosts.Add(1)
+		g.maybeRebuildFilter()
 	}
 	return in
 }
@@ -159,22 +196,26 @@ func (g *guard) set(p netip.Prefix, exp int64, onlyIfPresent bool) bool {
 func (g *guard) remove(p netip.Prefix) (exp int64, had bool) {
 	if !isHost(p) {
 		g.cidrMu.Lock()
-		defer g.cidrMu.Unlock()
 		t := g.cidr.Load()
 		if exp, had = t.Get(p); had {
 			g.cidr.Store(t.DeletePersist(p))
 			g.nets.Add(-1)
 		}
-		return exp, had
+		g.cidrMu.Unlock()
+	} else {
+		hi, lo := splitKey(p.Addr().As16())
+		h := hashKey(hi, lo, g.seed)
+		sh := g.shard(h)
+		sh.mu.Lock()
+		exp, had = sh.tab.remove(hi, lo, h)
+		sh.mu.Unlock()
+		if had {
+			g.hosts.Add(-1)
+		}
 	}
-	hi, lo := splitKey(p.Addr().As16())
-	h := hashKey(hi, lo, g.seed)
-	sh := g.shard(h)
-	sh.mu.Lock()
-	exp, had = sh.tab.remove(hi, lo, h)
-	sh.mu.Unlock()
 	if had {
-		g.hosts.Add(-1)
+		g.stale.Add(1)
+		g.maybeRebuildFilter()
 	}
 	return exp, had
 }
@@ -260,25 +301,101 @@ func (g *guard) expire(now int64) []netip.Prefix {
 		g.cidrMinExp = low
 	}
 	g.cidrMu.Unlock()
+	if len(out) > 0 {
+		g.stale.Add(int64(len(out)))
+		g.maybeRebuildFilter()
+	}
 	return out
 }
 
 // replace swaps the whole content for that of n (built by the caller with
-// set on a private guard sharing g's seed).
+// set on a private guard sharing g's seed, and not used afterwards).
 func (g *guard) replace(n *guard) {
+	g.lockAll()
 	for i := range g.sh {
 		sh, ns := &g.sh[i], &n.sh[i]
-		sh.mu.Lock()
 		sh.tab.arr.Store(ns.tab.arr.Load())
 		sh.tab.live, sh.tab.used, sh.minExp = ns.tab.live, ns.tab.used, ns.minExp
-		sh.mu.Unlock()
 	}
-	g.cidrMu.Lock()
 	g.cidr.Store(n.cidr.Load())
 	g.cidrMinExp = n.cidrMinExp
 	g.nets.Store(n.nets.Load())
-	g.cidrMu.Unlock()
 	g.hosts.Store(n.hosts.Load())
+	// Last: a reader that sees the new filter sees the new tables.
+	g.filter.Store(n.filter.Load())
+	g.stale.Store(n.stale.Load())
+	g.unlockAll()
+	g.maybeRebuildFilter() // n may have been too small for a filter, or g's limits differ
+}
+
+// lockAll takes filterMu and every table lock, in the lock order.
+func (g *guard) lockAll() {
+	g.filterMu.Lock()
+	for i := range g.sh {
+		g.sh[i].mu.Lock()
+	}
+	g.cidrMu.Lock()
+}
+
+func (g *guard) unlockAll() {
+	g.cidrMu.Unlock()
+	for i := range g.sh {
+		g.sh[i].mu.Unlock()
+	}
+	g.filterMu.Unlock()
+}
+
+// filterDue reports whether the filter should be (re)built: there is none
+// and there are enough entries for one, entries have outgrown it, or many
+// of its bits are stale. Called without locks after every change of
+// membership, so it only loads counters.
+func (g *guard) filterDue() bool {
+	f := g.filter.Load()
+	hosts, nets := g.hosts.Load(), g.nets.Load()
+	if f == nil {
+		return hosts+nets >= g.filterMin
+	}
+	return hosts > f.hostCap || nets > f.netCap || g.stale.Load() > (hosts+nets)/2+g.filterMin
+}
+
+// maybeRebuildFilter rebuilds the filter if filterDue. The cost, O(entries)
+// with every writer lock held, is amortised over the inserts or removals
+// that made it due (at least half the entries), and readers never wait.
+func (g *guard) maybeRebuildFilter() {
+	if g.filterDue() {
+		g.rebuildFilter(false)
+	}
+}
+
+// rebuildFilter builds a filter from the tables' content, sized for it, and
+// publishes it, or removes the filter if there are fewer than filterMin
+// entries. Unless force, it does nothing if another call has made the
+// rebuild no longer due.
+func (g *guard) rebuildFilter(force bool) {
+	g.lockAll()
+	defer g.unlockAll()
+	if !force && !g.filterDue() {
+		return
+	}
+	var hosts int64
+	for i := range g.sh {
+		hosts += int64(g.sh[i].tab.live)
+	}
+	t := g.cidr.Load()
+	nets := int64(t.Size())
+	g.stale.Store(0)
+	if hosts+nets < g.filterMin {
+		g.filter.Store(nil)
+		return
+	}
+	f := newFilter(hosts, nets, g.seed, g.filterLog)
+	for i := range g.sh {
+		g.sh[i].tab.eachKey(func(hi, lo uint64) { f.addHost(hashKey(hi, lo, g.seed)) })
+	}
+	for p := range t.All() {
+		f.addNet(p)
+	}
+	g.filter.Store(f)
 }
 
 func (g *guard) size() int { return int(g.hosts.Load() + g.nets.Load()) }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"net/netip"
+	"runtime"
 	"sync/atomic"
 )
 
@@ -29,9 +30,14 @@ type hostTable struct {
 	used int // live + tombstones; writers only
 }
 
+// slotArray is one generation of a hostTable's slots. A big one is mapped
+// off the Go heap on huge pages (bigSlice) and unmapped once the slotArray
+// is unreachable: a reader keeps the *slotArray it loaded alive until its
+// last slot access (runtime.KeepAlive in get), so a rebuild or replace can
+// drop an array while readers still walk it.
 type slotArray struct {
 	mask  uint64
-	slots []slot
+	slots []slot // holds no Go pointers, as bigSlice requires
 }
 
 // slot is 24 bytes.
@@ -82,17 +88,20 @@ func (t *hostTable) get(hi, lo, h uint64) (int64, bool) {
 	if a == nil {
 		return 0, false
 	}
+	exp, ok := int64(0), false
 	for i, n := h&a.mask, 0; n < len(a.slots); i, n = (i+1)&a.mask, n+1 {
 		s := &a.slots[i]
 		m := s.meta.Load()
 		if m == metaEmpty {
-			return 0, false
+			break
 		}
 		if m != metaTomb && s.lo.Load() == lo && s.hi.Load() == hi {
-			return decodeExp(m), true
+			exp, ok = decodeExp(m), true
+			break
 		}
 	}
-	return 0, false
+	runtime.KeepAlive(a) // a's slots may be mapped memory that a's cleanup unmaps
+	return exp, ok
 }
 
 // find returns the slot holding hi|lo in a, or nil. Writers only.
@@ -165,7 +174,8 @@ func (t *hostTable) remove(hi, lo, h uint64) (int64, bool) {
 // live entries of old.
 func (t *hostTable) rebuild(old *slotArray, want int, seed uint64) *slotArray {
 	n := max(minSlots, 1<<bits.Len(uint(want*2-1)))
-	a := &slotArray{mask: uint64(n - 1), slots: make([]slot, n)}
+	a := &slotArray{mask: uint64(n - 1)}
+	a.slots = bigSlice[slot](a, n)
 	live := 0
 	if old != nil {
 		for i := range old.slots {
@@ -180,6 +190,21 @@ func (t *hostTable) rebuild(old *slotArray, want int, seed uint64) *slotArray {
 	t.arr.Store(a)
 	t.live, t.used = live, live
 	return a
+}
+
+// eachKey calls fn with the key of every live entry. Writers only.
+func (t *hostTable) eachKey(fn func(hi, lo uint64)) {
+	a := t.arr.Load()
+	if a == nil {
+		return
+	}
+	for i := range a.slots {
+		s := &a.slots[i]
+		if m := s.meta.Load(); m != metaEmpty && m != metaTomb {
+			fn(s.hi.Load(), s.lo.Load())
+		}
+	}
+	runtime.KeepAlive(a)
 }
 
 // each calls fn for every live entry; fn returning true deletes it.
