@@ -551,3 +551,48 @@ func TestCloseFrom(t *testing.T) {
 	expectClosed(t, other)
 	wait(t, h.closed, "third handler return")
 }
+
+// TestAllowedOnTCPListener runs the guard through the accept4 path a plain
+// *net.TCPListener gets on Linux: refused sources are closed before a
+// net.Conn exists, allowed ones are served, also behind a queue of refused
+// ones, and each source is asked about once per connection.
+func TestAllowedOnTCPListener(t *testing.T) {
+	h := newHolder()
+	var asked atomic.Int64
+	ts := start(t, "tcp4", Config{Handlers: map[sniff.Proto]Handler{sniff.HTTP: h}, MaxConns: 1000,
+		Allowed: func(a netip.Addr) bool {
+			asked.Add(1)
+			return a != netip.MustParseAddr("127.0.0.66")
+		}})
+	dialFrom := func(src string) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: waitTimeout}
+		c, err := d.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	const refused = 200
+	var banned []net.Conn
+	for range refused {
+		banned = append(banned, dialFrom("127.0.0.66"))
+	}
+	ok := dialFrom("127.0.0.1")
+	if _, err := ok.Write([]byte("GET / HTTP/1.1\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, h.started, "the allowed connection served")
+	for _, c := range banned {
+		expectClosed(t, c)
+	}
+	if n := asked.Load(); n != refused+1 {
+		t.Errorf("Allowed asked %d times, want %d", n, refused+1)
+	}
+	if n := ts.Active(); n != 1 {
+		t.Errorf("Active = %d, want only the allowed connection", n)
+	}
+	if evs := ts.events.Events(); len(evs) != 0 {
+		t.Errorf("refusals emitted %v", evs)
+	}
+}

@@ -130,9 +130,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	}()
 
+	ga, raw := newGuardedAcceptor(ln)
 	var delay time.Duration
 	for {
-		nc, err := ln.Accept()
+		var nc net.Conn
+		var err error
+		cfg := s.cfg.Load()
+		if raw && cfg.Allowed != nil {
+			nc, err = ga.accept(cfg.Allowed)
+		} else {
+			cfg = nil // accept asks the guard
+			nc, err = ln.Accept()
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				s.stop()
@@ -157,7 +166,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("listen %s: accept: %w", s.name, err)
 		}
 		delay = 0
-		s.accept(hctx, nc)
+		s.accept(hctx, nc, cfg)
 	}
 }
 
@@ -174,13 +183,17 @@ func (s *Server) isClosed() bool {
 }
 
 // accept runs the checks that need no byte from the client, then starts the
-// connection's goroutine.
-func (s *Server) accept(ctx context.Context, nc net.Conn) {
+// connection's goroutine. checked is the Config whose guard has already
+// allowed nc (the guarded acceptor's), nil if the guard is still to ask.
+func (s *Server) accept(ctx context.Context, nc net.Conn, checked *config) {
 	src := addrOf(nc.RemoteAddr())
-	cfg := s.cfg.Load()
-	if cfg.Allowed != nil && !cfg.Allowed(src) {
-		_ = nc.Close()
-		return
+	cfg := checked
+	if cfg == nil {
+		cfg = s.cfg.Load()
+		if cfg.Allowed != nil && !cfg.Allowed(src) {
+			_ = nc.Close()
+			return
+		}
 	}
 	tc := &trackedConn{Conn: nc, srv: s, src: src}
 	s.mu.Lock()
