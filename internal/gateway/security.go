@@ -199,7 +199,7 @@ func derefOr(p *int, def int) int {
 	return *p
 }
 
-// start opens the store, makes the admin token on first start, loads and
+// startSecurity opens the store, makes the admin token on first start, loads and
 // runs the fraud engine and opens the admin API. On error everything
 // opened is closed again.
 func (g *Gateway) startSecurity(ctx context.Context, cfg *config.Config) (err error) {
