@@ -1,0 +1,6 @@
+//go:build race
+
+package udprelay
+
+// raceEnabled: the race detector multiplies RSS with shadow memory.
+const raceEnabled = true

@@ -1,0 +1,44 @@
+//go:build !linux
+
+package udprelay
+
+import (
+	"errors"
+	"syscall"
+)
+
+// goUpstreams reads each upstream socket with a goroutine of its own and a
+// 64 KiB buffer: simple, and too heavy for production flow counts.
+type goUpstreams struct {
+	r    *Relay
+	quit chan struct{}
+}
+
+func newUpstreams(r *Relay) (upstreams, error) {
+	return &goUpstreams{r: r, quit: make(chan struct{})}, nil
+}
+
+// add starts f's reader; Relay.mu is held, so it cannot race Relay.stop's
+// wait.
+func (u *goUpstreams) add(f *Flow) error {
+	u.r.wg.Add(1)
+	go func() {
+		defer u.r.wg.Done()
+		buf := make([]byte, bufSize)
+		for {
+			n, err := f.up.Read(buf)
+			switch {
+			case err == nil:
+				u.r.fromBackend(f, buf[:n])
+			case errors.Is(err, syscall.ECONNREFUSED):
+				u.r.unreachable(f)
+			default:
+				return // closed
+			}
+		}
+	}()
+	return nil
+}
+
+func (u *goUpstreams) run()   { <-u.quit }
+func (u *goUpstreams) close() { close(u.quit) }
