@@ -142,11 +142,15 @@ func Run(ctx context.Context, o Options) error {
 }
 
 func printTry(w io.Writer, web, ldapAddr, socket string) {
-	self, err := os.Executable()
-	if err != nil {
-		self = "pbxgate"
+	cli := "pbxgate"
+	if self, err := os.Executable(); err == nil {
+		cli = shellQuote(self)
+		if strings.Contains(self, string(filepath.Separator)+"go-build") {
+			// Started with go run: its binary lives in a build cache
+			// directory; the same command works from the checkout.
+			cli = "go run ./cmd/pbxgate"
+		}
 	}
-	cli := shellQuote(self)
 	host, port, _ := net.SplitHostPort(web)
 	_, lport, _ := net.SplitHostPort(ldapAddr)
 	prov := "prov.demo.test:" + port + ":" + host
