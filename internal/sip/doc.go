@@ -30,9 +30,14 @@
 // Header and parameter names are matched case-insensitively and the compact
 // forms f, t, i, l and v are understood.
 //
+// Two helpers serve the gateway's own answers and policy: AppendResponse
+// builds the bodiless response the gateway itself sends to a request (Via,
+// From, To with tag, Call-ID and CSeq copied), and UAMatcher recognises
+// scanner User-Agents such as DefaultScannerAgents.
+//
 // The package does not parse bodies (SDP), Contact, Route or any header not
-// listed above, checks no more of Via than the top value's syntax, does
-// not build or modify messages and
-// does no I/O, logging or event emission. Where a full parse is needed, use
+// listed above, checks no more of Via than the top value's syntax, modifies
+// no message and builds none but those responses, and does no I/O, logging
+// or event emission. Where a full parse is needed, use
 // github.com/emiago/sipgo/sip.
 package sip

@@ -152,8 +152,10 @@ func compareSipgo(t *testing.T, b []byte, m *Message, g sipgo.Message) {
 		}
 	}
 	if h := g.To(); h != nil {
+		// sipgo matches parameter names case-sensitively; RFC 3261 says
+		// they are not, so a "tAg" only this package sees is skipped.
 		tag, _ := h.Params.Get("tag")
-		if tag != string(m.To.Tag) {
+		if tag != string(m.To.Tag) && !otherCaseTag(h.Params) {
 			t.Fatalf("%q: To tag sipgo %q, ours %q", b, tag, m.To.Tag)
 		}
 	}
@@ -226,4 +228,15 @@ func TestCorpusPresent(t *testing.T) {
 	if _, err := os.Stat("testdata/rfc4475/README"); err != nil {
 		t.Error(err)
 	}
+}
+
+// otherCaseTag reports whether params has a tag parameter spelled in
+// another case than "tag", which sipgo does not recognise.
+func otherCaseTag(params interface{ Keys() []string }) bool {
+	for _, k := range params.Keys() {
+		if k != "tag" && strings.EqualFold(k, "tag") {
+			return true
+		}
+	}
+	return false
 }
