@@ -332,9 +332,6 @@ func TestConcurrentBanOnce(t *testing.T) {
 // every ban must reach the disk (the ban writers batch them), none may be
 // lost to the store's write timeout.
 func TestBanBurstIsDurable(t *testing.T) {
-	if testing.Short() {
-		t.Skip("1000 bans on disk")
-	}
 	st, err := store.OpenBolt(t.TempDir()+"/state.db", store.BoltOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -468,9 +468,6 @@ func TestFloodConcurrent(t *testing.T) {
 }
 
 func TestFloodAllocs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("fills a limiter")
-	}
 	const maxSources = 4096
 	f := newFlood(t, FloodConfig{MaxSources: maxSources})
 	v4, v6 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")
@@ -506,9 +503,6 @@ func TestFloodSourceSize(t *testing.T) {
 // TestFloodMemory measures the bytes per tracked source, index included
 // (the number quoted in the Flood doc comment).
 func TestFloodMemory(t *testing.T) {
-	if testing.Short() {
-		t.Skip("allocates a large limiter")
-	}
 	const n = 200_000
 	var before, after runtime.MemStats
 	runtime.GC()
