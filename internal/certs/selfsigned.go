@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/pbxgate/pbxgate/internal/atomicfile"
 )
 
 // Self-signed certificate parameters.
@@ -55,10 +57,10 @@ func SelfSigned(dir string, hosts []string, now time.Time) (p Pair, created bool
 	}
 	// Key first: a crash between the two renames leaves a mismatched pair,
 	// which the next start detects and regenerates.
-	if err := writeAtomic(p.KeyFile, keyPEM, 0o600); err != nil {
+	if err := atomicfile.WriteBytes(p.KeyFile, keyPEM, 0o600); err != nil {
 		return Pair{}, false, fmt.Errorf("self-signed certificate: %w", err)
 	}
-	if err := writeAtomic(p.CertFile, certPEM, 0o644); err != nil {
+	if err := atomicfile.WriteBytes(p.CertFile, certPEM, 0o644); err != nil {
 		return Pair{}, false, fmt.Errorf("self-signed certificate: %w", err)
 	}
 	return p, true, nil
@@ -127,38 +129,4 @@ func generate(hosts []string, now time.Time) (certPEM, keyPEM []byte, err error)
 	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	return certPEM, keyPEM, nil
-}
-
-// writeAtomic writes data to a temporary file next to name with mode perm
-// and renames it over name.
-func writeAtomic(name string, data []byte, perm os.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, name); err != nil {
-		return fmt.Errorf("replace %s: %w", name, err)
-	}
-	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pbxgate/pbxgate/internal/adminclient"
+	"github.com/pbxgate/pbxgate/internal/atomicfile"
 	"github.com/pbxgate/pbxgate/internal/backup"
 	"github.com/pbxgate/pbxgate/internal/config"
 	"github.com/pbxgate/pbxgate/internal/store"
@@ -73,7 +74,7 @@ func runBackup(ctx context.Context, file, out string, stdout, stderr io.Writer) 
 	if out == "" {
 		out = "pbxgate-backup-" + now.Format("20060102-150405") + ".tar.gz"
 	}
-	if err := writeFileAtomic(out, 0o600, func(w io.Writer) error { return backup.Write(w, a) }); err != nil {
+	if err := atomicfile.Write(out, 0o600, func(w io.Writer) error { return backup.Write(w, a) }); err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
 	fmt.Fprintf(stderr, "backup written to %s (configuration %s, state from %s)\n", out, file, source)
@@ -173,7 +174,7 @@ func runRestore(file, archive string, stderr io.Writer) error {
 			return fmt.Errorf("restore: the state is restored, the configuration is not: %w", err)
 		}
 	}
-	if err := writeFileAtomic(file, 0o600, func(w io.Writer) error { _, err := w.Write(raw); return err }); err != nil {
+	if err := atomicfile.WriteBytes(file, raw, 0o600); err != nil {
 		return fmt.Errorf("restore: the state is restored, the configuration is not: %w", err)
 	}
 	fmt.Fprintf(stderr, "restored the backup of %s (pbxgate %s): configuration %s, state %s\n",
@@ -182,32 +183,4 @@ func runRestore(file, archive string, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "the previous configuration is kept as %s\n", kept)
 	}
 	return nil
-}
-
-// writeFileAtomic writes path through a temporary file beside it, synced
-// and renamed into place, so a crash leaves the old file or the new one.
-func writeFileAtomic(path string, mode os.FileMode, write func(io.Writer) error) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := write(f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -289,7 +289,7 @@ func (g *Gateway) startSecurity(ctx context.Context, cfg *config.Config) (err er
 		if err != nil {
 			return fmt.Errorf("admin listener: %w", err)
 		}
-		lns = append(lns, guardedListener{Listener: ln, allowed: s.allowed})
+		lns = append(lns, listen.Guard(ln, s.allowed))
 	}
 	if cfg.Admin.Socket != config.Off {
 		ln, err := admin.ListenUnix(cfg.Admin.Socket)
@@ -375,27 +375,4 @@ func (g *Gateway) ready() error {
 		return errors.New("starting")
 	}
 	return nil
-}
-
-// guardedListener closes connections from sources the guard refuses before
-// the admin API reads a byte, like the proxy listeners do.
-type guardedListener struct {
-	net.Listener
-	allowed func(netip.Addr) bool
-}
-
-func (l guardedListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-			if a, ok := netip.AddrFromSlice(ta.IP); ok && !l.allowed(a.Unmap()) {
-				_ = c.Close()
-				continue
-			}
-		}
-		return c, nil
-	}
 }

@@ -596,3 +596,50 @@ func TestAllowedOnTCPListener(t *testing.T) {
 		t.Errorf("refusals emitted %v", evs)
 	}
 }
+
+func TestGuard(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		wrap func(net.Listener) net.Listener // hides *net.TCPListener: the portable path
+	}{
+		{"tcp listener", func(ln net.Listener) net.Listener { return ln }},
+		{"other listener", func(ln net.Listener) net.Listener { return &countingListener{Listener: ln} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inner, err := Listen(context.Background(), "tcp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln := Guard(tc.wrap(inner), func(a netip.Addr) bool { return a != netip.MustParseAddr("127.0.0.66") })
+			defer ln.Close()
+			accepted := make(chan net.Conn, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err == nil {
+					accepted <- c
+				}
+				close(accepted)
+			}()
+			dialFrom := func(src string) net.Conn {
+				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: waitTimeout}
+				c, err := d.Dial("tcp", inner.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+				return c
+			}
+			banned := dialFrom("127.0.0.66")
+			expectClosed(t, banned)
+			dialFrom("127.0.0.1")
+			c := wait(t, accepted, "the allowed connection")
+			if c == nil {
+				t.Fatal("Accept failed")
+			}
+			defer c.Close()
+			if got := addrOf(c.RemoteAddr()); got != netip.MustParseAddr("127.0.0.1") {
+				t.Errorf("accepted %v, want 127.0.0.1", got)
+			}
+		})
+	}
+}
