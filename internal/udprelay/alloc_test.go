@@ -13,10 +13,11 @@ func TestHotPathAllocs(t *testing.T) {
 	f := h.flowOf(c)
 	from := localAP(c)
 	msg := []byte("OPTIONS sip:100@example.com SIP/2.0\r\n\r\n")
-	if a := testing.AllocsPerRun(100, func() { h.r.fromClient(msg, from) }); a != 0 {
+	scratch := make([]byte, ScratchSize)
+	if a := testing.AllocsPerRun(100, func() { h.r.fromClient(msg, from, scratch) }); a != 0 {
 		t.Errorf("client → backend: %v allocs per datagram", a)
 	}
-	if a := testing.AllocsPerRun(100, func() { h.r.fromBackend(f, msg) }); a != 0 {
+	if a := testing.AllocsPerRun(100, func() { h.r.fromBackend(f, msg, scratch) }); a != 0 {
 		t.Errorf("backend → client: %v allocs per datagram", a)
 	}
 	if st := h.r.Stats(); st.FromClient < 101 || st.ToClient < 101 || st.DroppedError != 0 {

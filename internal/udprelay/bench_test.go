@@ -80,7 +80,7 @@ func BenchmarkOpenFlow(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
-		h.r.fromClient(msg, netip.AddrPortFrom(src, uint16(1+i%60000)))
+		h.r.fromClient(msg, netip.AddrPortFrom(src, uint16(1+i%60000)), nil)
 	}
 	b.StopTimer()
 	if st := h.r.Stats(); st.DroppedError != 0 {

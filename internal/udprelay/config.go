@@ -22,6 +22,25 @@ const (
 // bytes) with room to spare, so reads never truncate.
 const bufSize = 1 << 16
 
+// ScratchSize is the length of the scratch buffer handed to Inspect: room
+// for a rewritten datagram and a reply of the largest size each.
+const ScratchSize = 2 * bufSize
+
+// Verdict is Inspect's decision about one datagram.
+type Verdict struct {
+	// Forward is what to relay: the datagram itself, a rewrite of it, or
+	// nil to drop it.
+	Forward []byte
+	// Reply, if not nil, is sent back to where the datagram came from: to
+	// the client through the public socket, or to the backend through the
+	// flow's upstream socket. It is how a gateway answers a request it
+	// refuses.
+	Reply []byte
+}
+
+// Pass relays b unchanged.
+func Pass(b []byte) Verdict { return Verdict{Forward: b} }
+
 // Config is what a relay does with datagrams. It can be replaced at run time
 // with Relay.Reconfigure; open flows keep their backend.
 type Config struct {
@@ -41,14 +60,19 @@ type Config struct {
 	// Required.
 	Route func(src netip.AddrPort, first []byte) (backend netip.AddrPort, ok bool)
 	// Inspect, if set, sees every datagram about to be relayed, in both
-	// directions; false drops that datagram (Stats.DroppedInspect). For
-	// the first datagram of a flow it runs before the upstream socket is
-	// opened (f.Upstream is zero then) and false means no flow is created;
-	// a datagram Inspect accepted may still be dropped (table full, socket
-	// error).
-	// It is called concurrently from the read loop (fromClient) and the
-	// upstream reader, must be safe for concurrent use and must not keep b.
-	Inspect func(f *Flow, b []byte, fromClient bool) bool
+	// directions, and says what to do with it (see Verdict): relay it as
+	// is, relay a rewrite, drop it (Stats.DroppedInspect) and/or send a
+	// reply back to where it came from. For the first datagram of a flow it
+	// runs before the upstream socket is opened (f.Upstream is zero then)
+	// and a nil Forward means no flow is created; a datagram Inspect
+	// accepted may still be dropped (table full, socket error).
+	//
+	// scratch is a buffer of ScratchSize bytes owned by the calling
+	// goroutine until Inspect returns: rewrites and replies are built in
+	// it. Inspect is called concurrently from the read loop (fromClient)
+	// and the upstream reader, must be safe for concurrent use and must
+	// keep neither b nor scratch.
+	Inspect func(f *Flow, b []byte, fromClient bool, scratch []byte) Verdict
 	// OnClose, if set, is called once for every flow that was opened, after
 	// it is removed (expired, evicted, CloseFrom, shutdown), outside the
 	// relay's locks.

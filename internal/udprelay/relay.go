@@ -81,6 +81,7 @@ type Stats struct {
 	DroppedGuard    uint64 // Allowed said no
 	DroppedRoute    uint64 // Route said no
 	DroppedInspect  uint64 // Inspect said no (either direction)
+	Replies         uint64 // replies Inspect asked for, sent (either direction)
 	DroppedOversize uint64 // larger than MaxDatagram (either direction)
 	DroppedError    uint64 // upstream socket could not be opened, send failed, or the flow expired under the datagram
 }
@@ -89,6 +90,7 @@ type counters struct {
 	opened, expired, evicted, closed, refused  atomic.Uint64
 	received, fromClient, toClient             atomic.Uint64
 	guard, route, inspect, oversize, errorDrop atomic.Uint64
+	replies                                    atomic.Uint64
 }
 
 // addrPortConn is what *net.UDPConn offers beyond net.PacketConn: reads and
@@ -209,6 +211,7 @@ func (r *Relay) Stats() Stats {
 		DroppedGuard:    r.st.guard.Load(),
 		DroppedRoute:    r.st.route.Load(),
 		DroppedInspect:  r.st.inspect.Load(),
+		Replies:         r.st.replies.Load(),
 		DroppedOversize: r.st.oversize.Load(),
 		DroppedError:    r.st.errorDrop.Load(),
 	}
@@ -264,6 +267,7 @@ func (r *Relay) ServePacket(ctx context.Context, pc net.PacketConn) error {
 // readLoop reads client datagrams until pc is closed.
 func (r *Relay) readLoop(pc net.PacketConn) error {
 	buf := make([]byte, bufSize)
+	scratch := make([]byte, ScratchSize)
 	var delay time.Duration
 	for {
 		var n int
@@ -297,7 +301,7 @@ func (r *Relay) readLoop(pc net.PacketConn) error {
 			return fmt.Errorf("udprelay %s: read: %w", r.name, err)
 		}
 		delay = 0
-		r.fromClient(buf[:n], from)
+		r.fromClient(buf[:n], from, scratch)
 	}
 }
 
@@ -321,7 +325,7 @@ func (r *Relay) isClosed() bool {
 
 // fromClient handles one datagram from the public socket. from is the
 // address as the socket reported it.
-func (r *Relay) fromClient(b []byte, from netip.AddrPort) {
+func (r *Relay) fromClient(b []byte, from netip.AddrPort, scratch []byte) {
 	r.st.received.Add(1)
 	cfg := r.cfg.Load()
 	src := netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
@@ -348,12 +352,17 @@ func (r *Relay) fromClient(b []byte, from netip.AddrPort) {
 		f = nil
 	}
 	if f == nil {
-		if f = r.open(cfg, b, from, src, now); f == nil {
+		if f, b = r.open(cfg, b, from, src, now, scratch); f == nil {
 			return
 		}
-	} else if cfg.Inspect != nil && !cfg.Inspect(f, b, true) {
-		r.st.inspect.Add(1)
-		return
+	} else if cfg.Inspect != nil {
+		v := cfg.Inspect(f, b, true, scratch)
+		r.replyToClient(v.Reply, from)
+		if v.Forward == nil {
+			r.st.inspect.Add(1)
+			return
+		}
+		b = v.Forward
 	}
 	f.last.Store(now)
 	if !f.established.Load() && f.fromBackend.Load() > 0 {
@@ -373,26 +382,50 @@ func (r *Relay) fromClient(b []byte, from netip.AddrPort) {
 	}
 }
 
+// replyToClient sends Inspect's reply, if any, through the public socket.
+func (r *Relay) replyToClient(reply []byte, to netip.AddrPort) {
+	if reply == nil {
+		return
+	}
+	var err error
+	if r.apc != nil {
+		_, err = r.apc.WriteToUDPAddrPort(reply, to)
+	} else {
+		_, err = r.pc.WriteTo(reply, net.UDPAddrFromAddrPort(to))
+	}
+	if err == nil {
+		r.st.replies.Add(1)
+	} else {
+		r.st.errorDrop.Add(1)
+	}
+}
+
 // open routes, inspects and admits a new flow and opens its upstream
-// socket. It returns nil if the datagram is to be dropped.
-func (r *Relay) open(cfg *config, b []byte, from, src netip.AddrPort, now int64) *Flow {
+// socket. It returns nil if the datagram is to be dropped, else the flow
+// and the datagram to relay (b or Inspect's rewrite).
+func (r *Relay) open(cfg *config, b []byte, from, src netip.AddrPort, now int64, scratch []byte) (*Flow, []byte) {
 	backend, ok := cfg.Route(src, b)
 	if !ok {
 		r.st.route.Add(1)
-		return nil
+		return nil, nil
 	}
 	backend = netip.AddrPortFrom(backend.Addr().Unmap(), backend.Port())
 	f := &Flow{Client: src, Backend: backend, Created: time.Unix(0, now), replyTo: from}
 	f.last.Store(now)
-	if cfg.Inspect != nil && !cfg.Inspect(f, b, true) {
-		r.st.inspect.Add(1)
-		return nil
+	if cfg.Inspect != nil {
+		v := cfg.Inspect(f, b, true, scratch)
+		r.replyToClient(v.Reply, from)
+		if v.Forward == nil {
+			r.st.inspect.Add(1)
+			return nil, nil
+		}
+		b = v.Forward
 	}
 
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return nil
+		return nil, nil
 	}
 	victim, ok := r.admitLocked(cfg, now)
 	r.mu.Unlock()
@@ -403,28 +436,28 @@ func (r *Relay) open(cfg *config, b []byte, from, src netip.AddrPort, now int64)
 		r.st.refused.Add(1)
 		r.emit(event.RejectedByGateway, src.Addr(), event.ReasonConnLimit,
 			fmt.Sprintf("%d flows open", cfg.MaxFlows))
-		return nil
+		return nil, nil
 	}
 
 	up, err := dial(cfg.UpstreamLocal, backend)
 	if err != nil {
 		r.st.errorDrop.Add(1)
 		r.emit(event.BackendUnreachable, src.Addr(), event.ReasonDial, err.Error())
-		return nil
+		return nil, nil
 	}
 	f.up = up
 	f.Upstream = addrPortOf(up.LocalAddr())
 	if f.rc, err = up.SyscallConn(); err != nil {
 		_ = up.Close()
 		r.st.errorDrop.Add(1)
-		return nil
+		return nil, nil
 	}
 
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		_ = up.Close()
-		return nil
+		return nil, nil
 	}
 	f.id = r.newIDLocked()
 	if err := r.up.add(f); err != nil {
@@ -432,14 +465,14 @@ func (r *Relay) open(cfg *config, b []byte, from, src netip.AddrPort, now int64)
 		_ = up.Close()
 		r.st.errorDrop.Add(1)
 		r.log.Warn("udp upstream not watched", "err", err)
-		return nil
+		return nil, nil
 	}
 	r.flows[from] = f
 	r.byID[f.id] = f
 	r.pushUnconfLocked(f)
 	r.mu.Unlock()
 	r.st.opened.Add(1)
-	return f
+	return f, b
 }
 
 // dial opens the upstream socket of a flow, connected to backend.
@@ -577,7 +610,7 @@ func (r *Relay) finish(f *Flow, why CloseReason) {
 }
 
 // fromBackend handles one datagram read from f's upstream socket.
-func (r *Relay) fromBackend(f *Flow, b []byte) {
+func (r *Relay) fromBackend(f *Flow, b, scratch []byte) {
 	cfg := r.cfg.Load()
 	now := r.now().UnixNano()
 	if now-f.last.Load() >= int64(cfg.IdleTimeout) {
@@ -592,9 +625,20 @@ func (r *Relay) fromBackend(f *Flow, b []byte) {
 		r.st.oversize.Add(1)
 		return
 	}
-	if cfg.Inspect != nil && !cfg.Inspect(f, b, false) {
-		r.st.inspect.Add(1)
-		return
+	if cfg.Inspect != nil {
+		v := cfg.Inspect(f, b, false, scratch)
+		if v.Reply != nil {
+			if _, err := f.up.Write(v.Reply); err == nil {
+				r.st.replies.Add(1)
+			} else {
+				r.st.errorDrop.Add(1)
+			}
+		}
+		if v.Forward == nil {
+			r.st.inspect.Add(1)
+			return
+		}
+		b = v.Forward
 	}
 	f.last.Store(now)
 	f.fromBackend.Add(1) // counts what the backend sent, delivered or not

@@ -78,11 +78,11 @@ func TestGuardBeforeRoute(t *testing.T) {
 	var inspected []netip.AddrPort // guarded by mu
 	h := start(t, "127.0.0.1", Config{
 		Allowed: func(a netip.Addr) bool { return a != banned },
-		Inspect: func(f *Flow, b []byte, fromClient bool) bool {
+		Inspect: func(f *Flow, b []byte, fromClient bool, _ []byte) Verdict {
 			mu.Lock()
 			inspected = append(inspected, f.Client)
 			mu.Unlock()
-			return true
+			return Pass(b)
 		},
 	}, nil)
 	bad := listenUDP(t, "127.0.0.2:0")
@@ -112,16 +112,77 @@ func TestGuardBeforeRoute(t *testing.T) {
 	}
 }
 
+// dropPrefixed drops datagrams starting with "drop".
+func dropPrefixed(f *Flow, b []byte, fromClient bool, _ []byte) Verdict {
+	if strings.HasPrefix(string(b), "drop") {
+		return Verdict{}
+	}
+	return Pass(b)
+}
+
+// TestInspectRewritesAndReplies: Inspect's rewrite is what is relayed and
+// its reply goes back to the sender, in both directions, including for the
+// first datagram of a flow that Inspect refuses.
+func TestInspectRewritesAndReplies(t *testing.T) {
+	inspect := func(f *Flow, b []byte, fromClient bool, scratch []byte) Verdict {
+		if len(scratch) != ScratchSize {
+			panic("scratch has the wrong size")
+		}
+		msg := string(b)
+		switch {
+		case strings.HasPrefix(msg, "refuse"):
+			return Verdict{Reply: append(scratch[:0], "refused: "+msg...)}
+		case strings.HasPrefix(msg, "answer"):
+			fwd := append(scratch[:0], "fwd "+msg...)
+			reply := append(scratch[len(fwd):len(fwd)], "ack "+msg...)
+			return Verdict{Forward: fwd, Reply: reply}
+		}
+		return Pass(b)
+	}
+	h := start(t, "127.0.0.1", Config{Inspect: inspect}, nil)
+	c := listenUDP(t, "127.0.0.1:0")
+	send(t, c, h.pub, "refuse first") // no flow, but an answer
+	if p := recv(t, c); p.data != "refused: refuse first" || p.from != h.pub {
+		t.Fatalf("client got %q from %v", p.data, p.from)
+	}
+	if st := h.r.Stats(); st.FlowsOpened != 0 || st.DroppedInspect != 1 || st.Replies != 1 {
+		t.Fatalf("Stats = %+v: a refused first datagram opened a flow", st)
+	}
+	send(t, c, h.pub, "answer me")
+	if p := recv(t, c); p.data != "ack answer me" {
+		t.Fatalf("client got %q", p.data)
+	}
+	p := recv(t, h.backend)
+	if p.data != "fwd answer me" {
+		t.Fatalf("backend got %q", p.data)
+	}
+	up := p.from
+	send(t, h.backend, up, "refuse incoming")
+	if p := recv(t, h.backend); p.data != "refused: refuse incoming" || p.from != up {
+		t.Fatalf("backend got %q from %v, want the reply from the flow's socket %v", p.data, p.from, up)
+	}
+	send(t, h.backend, up, "answer back")
+	if p := recv(t, h.backend); p.data != "ack answer back" {
+		t.Fatalf("backend got %q", p.data)
+	}
+	if p := recv(t, c); p.data != "fwd answer back" {
+		t.Fatalf("client got %q", p.data)
+	}
+	if st := h.r.Stats(); st.Replies != 4 || st.FromClient != 1 || st.ToClient != 1 || st.DroppedInspect != 2 {
+		t.Errorf("Stats = %+v", st)
+	}
+}
+
 func TestRouteAndInspectDrop(t *testing.T) {
 	h := start(t, "127.0.0.1", Config{
-		Inspect: func(f *Flow, b []byte, fromClient bool) bool { return !strings.HasPrefix(string(b), "drop") },
+		Inspect: dropPrefixed,
 	}, nil)
 	be := localAP(h.backend)
 	if err := h.r.Reconfigure(Config{
 		Route: func(src netip.AddrPort, first []byte) (netip.AddrPort, bool) {
 			return be, !strings.HasPrefix(string(first), "garbage")
 		},
-		Inspect: func(f *Flow, b []byte, fromClient bool) bool { return !strings.HasPrefix(string(b), "drop") },
+		Inspect: dropPrefixed,
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -25,14 +25,15 @@ type epollUpstreams struct {
 	rc   syscall.RawConn
 
 	// Owned by run.
-	evs    [128]unix.EpollEvent
-	n      int
-	werr   error
-	buf    []byte
-	rn     int
-	rerr   error
-	waitFn func(uintptr) bool
-	readFn func(uintptr) bool
+	evs     [128]unix.EpollEvent
+	n       int
+	werr    error
+	buf     []byte
+	scratch []byte // handed to Inspect
+	rn      int
+	rerr    error
+	waitFn  func(uintptr) bool
+	readFn  func(uintptr) bool
 }
 
 func newUpstreams(r *Relay) (upstreams, error) {
@@ -50,7 +51,7 @@ func newUpstreams(r *Relay) (upstreams, error) {
 		_ = file.Close()
 		return nil, fmt.Errorf("udprelay: epoll: %w", err)
 	}
-	u := &epollUpstreams{r: r, file: file, rc: rc, buf: make([]byte, bufSize)}
+	u := &epollUpstreams{r: r, file: file, rc: rc, buf: make([]byte, bufSize), scratch: make([]byte, ScratchSize)}
 	u.waitFn = u.wait
 	u.readFn = u.read
 	return u, nil
@@ -131,7 +132,7 @@ func (u *epollUpstreams) serve(id uint32) {
 		}
 		switch err := u.rerr; {
 		case err == nil:
-			r.fromBackend(f, u.buf[:u.rn])
+			r.fromBackend(f, u.buf[:u.rn], u.scratch)
 		case errors.Is(err, unix.EAGAIN):
 			return
 		case errors.Is(err, unix.ECONNREFUSED):

@@ -25,11 +25,15 @@ func (u *goUpstreams) add(f *Flow) error {
 	go func() {
 		defer u.r.wg.Done()
 		buf := make([]byte, bufSize)
+		var scratch []byte // allocated on first use: most flows never need it
 		for {
 			n, err := f.up.Read(buf)
 			switch {
 			case err == nil:
-				u.r.fromBackend(f, buf[:n])
+				if scratch == nil && u.r.cfg.Load().Inspect != nil {
+					scratch = make([]byte, ScratchSize)
+				}
+				u.r.fromBackend(f, buf[:n], scratch)
 			case errors.Is(err, syscall.ECONNREFUSED):
 				u.r.unreachable(f)
 			default:
