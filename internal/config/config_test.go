@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/pbxgate/pbxgate/internal/sip"
 )
 
 // sameConfig compares Configs ignoring where things were written.
@@ -89,6 +91,10 @@ services:
     protocol: ldap
     domains: [example.com]
     backend: {address: "10.0.0.3:389"}
+  - name: pbx
+    protocol: sip
+    domains: [pbx.example.com]
+    backend: {address: "10.0.0.4:5060"}
 `), "d.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -102,8 +108,8 @@ services:
 		TLS: TLS{MinVersion: "1.2", Certificates: []Certificate{{
 			Name: "site.example.com", Cert: "/etc/pbxgate/certs/site.example.com.pem", Key: "/etc/pbxgate/certs/site.example.com.key"}}},
 		Listeners: []Listener{
-			{Name: "web", Address: ":80", TLS: "none", Protocols: []string{"http"}, MaxConnections: 10000},
-			{Name: "secure", Address: ":443", TLS: "required", Certificate: "site.example.com", Protocols: []string{"http"}, MaxConnections: 7},
+			{Name: "web", Address: ":80", Transport: "tcp", TLS: "none", Protocols: []string{"http"}, MaxConnections: 10000},
+			{Name: "secure", Address: ":443", Transport: "tcp", TLS: "required", Certificate: "site.example.com", Protocols: []string{"http"}, MaxConnections: 7},
 		},
 		Services: []Service{
 			{Name: "app", Protocol: "http", Hosts: []string{"app.example.com"},
@@ -112,15 +118,20 @@ services:
 			{Name: "open", Protocol: "http", Hosts: []string{"open.example.com"},
 				Backend: Backend{Address: "10.0.0.2:80"}, Paths: PathRules{Default: "allow"}, RejectStatuses: []int{}},
 			{Name: "dir", Protocol: "ldap", Domains: []string{"example.com"}, Backend: Backend{Address: "10.0.0.3:389"}},
+			{Name: "pbx", Protocol: "sip", Domains: []string{"pbx.example.com"}, Backend: Backend{Address: "10.0.0.4:5060", UDPAddress: "10.0.0.4:5060"}},
 		},
 		LDAP: LDAPPolicy{Anonymous: "refuse", SASL: "refuse", StartTLS: "refuse", DefaultService: "refuse"},
 		Fraud: Fraud{Enabled: &yes, SuspiciousPerMinute: 10, BlacklistFor: Duration(30 * time.Minute),
 			BlacklistMax: Duration(24 * time.Hour), RecidiveWindow: Duration(7 * 24 * time.Hour),
-			Weights:    Weights{RejectedByGateway: &one, RejectedByService: &one, BackendUnreachable: &zero, Reasons: map[string]int{"auth_challenge": 0}},
+			Weights:    Weights{RejectedByGateway: &one, RejectedByService: &one, BackendUnreachable: &zero, Reasons: map[string]int{"auth_challenge": 0, "scanner": 10, "call_limit": 0}},
 			MaxSources: 1000000, NAT: NAT{SuccessWindow: Duration(time.Hour), MaxFactor: 100}, RecentEvents: 10000, SuspectRate: 200},
 		Admin: Admin{Address: "127.0.0.1:9190", Socket: "/var/lib/pbxgate/admin.sock"},
 		Store: Store{Backend: "bolt", Path: "/var/lib/pbxgate/state.db"},
-		File:  "d.yaml",
+		SIP: SIP{Flood: SIPFlood{Window: Duration(2 * time.Second), Limit: 100, BlockFor: Duration(5 * time.Minute), MaxSources: 1000000},
+			ScannerUserAgents: sip.DefaultScannerAgents, MaxMessage: 65535,
+			UDP:   SIPUDP{MaxFlows: 100000, IdleTimeout: Duration(time.Hour)},
+			Calls: SIPCalls{MaxDuration: Duration(3 * time.Hour), MaxTracked: 100000}},
+		File: "d.yaml",
 	}
 	if d := cmp.Diff(want, c, sameConfig); d != "" {
 		t.Errorf("effective config (-want +got):\n%s", d)

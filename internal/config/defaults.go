@@ -2,8 +2,11 @@ package config
 
 import (
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/pbxgate/pbxgate/internal/sip"
 )
 
 // Values of the string-typed enumerations.
@@ -12,9 +15,14 @@ const (
 	TLSRequired = "required" // Listener.TLS: plaintext refused
 	TLSOptional = "optional" // Listener.TLS: both, told apart by the first bytes
 
-	ProtoHTTP = "http" // Listener.Protocols, Service.Protocol
-	ProtoLDAP = "ldap"
-	ProtoTCP  = "tcp"
+	ProtoHTTP  = "http" // Listener.Protocols, Service.Protocol
+	ProtoLDAP  = "ldap"
+	ProtoTCP   = "tcp"
+	ProtoSIP   = "sip"
+	ProtoSIPWS = "sip-ws" // Listener.Protocols only
+
+	TransportTCP = "tcp" // Listener.Transport
+	TransportUDP = "udp"
 
 	Allow = "allow" // PathRules.Default
 	Deny  = "deny"
@@ -63,6 +71,17 @@ const (
 	DefaultRecentEvents        = 10000
 	DefaultSuspectRate         = 200
 
+	DefaultSIPFloodWindow     = Duration(2 * time.Second)
+	DefaultSIPFloodLimit      = 100
+	DefaultSIPFloodBlockFor   = Duration(5 * time.Minute)
+	DefaultSIPFloodMaxSources = 1_000_000
+	DefaultSIPMaxMessage      = 65535
+	DefaultSIPMaxFlows        = 100000
+	DefaultSIPUDPIdle         = Duration(time.Hour)
+	DefaultSIPCallMaxDuration = Duration(3 * time.Hour)
+	DefaultSIPMaxTracked      = 100000
+	DefaultSIPExternal        = `^\+?[0-9]{6,}$`
+
 	DefaultAdminAddress = "127.0.0.1:9190"
 	DefaultAdminSocket  = "admin.sock" // inside DataDir
 	DefaultStoreBackend = StoreBolt
@@ -74,10 +93,12 @@ const (
 )
 
 // Default lists, returned fresh so callers cannot alter the defaults.
-func defaultProtocols() []string   { return []string{ProtoHTTP} }
-func defaultRejectStatuses() []int { return []int{401, 403} }
+func defaultProtocols() []string     { return []string{ProtoHTTP} }
+func defaultUDPProtocols() []string  { return []string{ProtoSIP} }
+func defaultScannerAgents() []string { return slices.Clone(sip.DefaultScannerAgents) }
+func defaultRejectStatuses() []int   { return []int{401, 403} }
 func defaultReasonWeights() map[string]int {
-	return map[string]int{"auth_challenge": 0}
+	return map[string]int{"auth_challenge": 0, "scanner": 10, "call_limit": 0}
 }
 
 // Bounds enforced by Validate on the limits.
@@ -159,11 +180,15 @@ func (c *Config) ApplyDefaults() {
 	for i := range c.Listeners {
 		ln := &c.Listeners[i]
 		setStr(&ln.TLS, DefaultListenerTLS)
+		setStr(&ln.Transport, TransportTCP)
 		if ln.Certificate == "" && ln.TLS != TLSNone && len(c.TLS.Certificates) > 0 {
 			ln.Certificate = c.TLS.Certificates[0].Name
 		}
 		if ln.Protocols == nil {
 			ln.Protocols = defaultProtocols()
+			if ln.Transport == TransportUDP {
+				ln.Protocols = defaultUDPProtocols()
+			}
 		}
 		setInt(&ln.MaxConnections, c.Limits.MaxConnections)
 		ln.TrustedProxies = nilIfEmpty(ln.TrustedProxies)
@@ -177,6 +202,9 @@ func (c *Config) ApplyDefaults() {
 		b := &s.Backend
 		if b.TLS && b.ServerName == "" {
 			b.ServerName = addressHost(b.Address)
+		}
+		if s.Protocol == ProtoSIP {
+			setStr(&b.UDPAddress, b.Address)
 		}
 		s.Paths.Allow = nilIfEmpty(s.Paths.Allow)
 		s.Paths.Deny = nilIfEmpty(s.Paths.Deny)
@@ -233,10 +261,41 @@ func (c *Config) ApplyDefaults() {
 	setInt(&f.RecentEvents, DefaultRecentEvents)
 	setInt(&f.SuspectRate, DefaultSuspectRate)
 
+	c.SIP.applyDefaults()
+
 	setStr(&c.Admin.Address, DefaultAdminAddress)
 	setStr(&c.Admin.Socket, filepath.Join(c.DataDir, DefaultAdminSocket))
 	setStr(&c.Store.Backend, DefaultStoreBackend)
 	setStr(&c.Store.Path, filepath.Join(c.DataDir, DefaultStorePath))
+}
+
+func (s *SIP) applyDefaults() {
+	s.Trusted = nilIfEmpty(s.Trusted)
+	setDur(&s.Flood.Window, DefaultSIPFloodWindow)
+	setInt(&s.Flood.Limit, DefaultSIPFloodLimit)
+	setDur(&s.Flood.BlockFor, DefaultSIPFloodBlockFor)
+	setInt(&s.Flood.MaxSources, DefaultSIPFloodMaxSources)
+	if s.ScannerUserAgents == nil {
+		s.ScannerUserAgents = defaultScannerAgents()
+	}
+	setInt(&s.MaxMessage, DefaultSIPMaxMessage)
+	setInt(&s.UDP.MaxFlows, DefaultSIPMaxFlows)
+	setDur(&s.UDP.IdleTimeout, DefaultSIPUDPIdle)
+	setDur(&s.Calls.MaxDuration, DefaultSIPCallMaxDuration)
+	setInt(&s.Calls.MaxTracked, DefaultSIPMaxTracked)
+	s.Brands = nilIfEmpty(s.Brands)
+	for i := range s.Brands {
+		b := &s.Brands[i]
+		b.Companies = nilIfEmpty(b.Companies)
+		for j := range b.Companies {
+			co := &b.Companies[j]
+			co.Domains = nilIfEmpty(co.Domains)
+			co.AllowedNetworks = nilIfEmpty(co.AllowedNetworks)
+			co.BlockedDestinations = nilIfEmpty(co.BlockedDestinations)
+			co.Users = nilIfEmpty(co.Users)
+			setStr(&co.External, DefaultSIPExternal)
+		}
+	}
 }
 
 func setIntPtr(p **int, v int) {

@@ -226,6 +226,17 @@ services:
     paths:
       allow: [/x]
       deny: [/y]
+  - name: pbx
+    protocol: sip
+    backend: {address: "10.0.0.2:5060"}
+sip:
+  brands:
+    - name: b
+      companies:
+        - name: c
+          service: pbx
+          domains: [c.example.com]
+          users: [{name: "101"}]
 `), "defaults.yaml")
 	if err != nil {
 		t.Fatal(err)

@@ -30,6 +30,8 @@ type Config struct {
 	Admin Admin `yaml:"admin"`
 	// Store says where bans, the whitelist and the ban history are kept.
 	Store Store `yaml:"store"`
+	// SIP is the SIP edge policy: flood limits, scanners, tenants.
+	SIP SIP `yaml:"sip"`
 
 	// File is the path the configuration was read from ("" when parsed from
 	// bytes). Not part of the YAML.
@@ -125,6 +127,8 @@ type Listener struct {
 	Name string `yaml:"name"`
 	// Address is host:port, e.g. ":443", "0.0.0.0:389", "[::]:443". Required.
 	Address string `yaml:"address"`
+	// Transport is tcp or udp. A udp listener carries SIP only. Default tcp.
+	Transport string `yaml:"transport"`
 	// TLS is "none" (TLS refused), "required" (plaintext refused) or
 	// "optional" (both, told apart by the first bytes). Default "none".
 	TLS string `yaml:"tls"`
@@ -135,8 +139,10 @@ type Listener struct {
 	// instead of answering with the default certificate. Default false.
 	StrictSNI bool `yaml:"strict_sni"`
 	// Protocols accepted on this listener (after TLS termination): any of
-	// http, ldap, tcp. "tcp" forwards anything that is none of the other
-	// protocols to TCPService. Default [http].
+	// http, ldap, sip, sip-ws, tcp. "sip-ws" serves WebSocket upgrades
+	// offering the "sip" subprotocol (RFC 7118). "tcp" forwards anything
+	// that is none of the other protocols to TCPService. Default [http]
+	// ([sip] on udp).
 	Protocols []string `yaml:"protocols"`
 	// MaxConnections caps concurrent connections. Default Limits.MaxConnections.
 	MaxConnections int `yaml:"max_connections"`
@@ -156,7 +162,7 @@ type Listener struct {
 type Service struct {
 	// Name identifies the service. Required, unique.
 	Name string `yaml:"name"`
-	// Protocol is http, ldap or tcp. Required.
+	// Protocol is http, ldap, sip or tcp. Required.
 	Protocol string `yaml:"protocol"`
 	// Hosts (http) are the Host/SNI names routed here; "*.example.com" matches
 	// one label.
@@ -164,6 +170,8 @@ type Service struct {
 	// Domains (ldap) are the bind domains routed here, in DNS form
 	// ("example.com", matched against DC= components and user@domain) and/or
 	// NetBIOS form ("EXAMPLE", matched against EXAMPLE\user). Case-insensitive.
+	// Domains (sip) are the From-URI domains routed here: DNS names,
+	// "*.example.com" (one label), or IP addresses. Companies add theirs.
 	Domains []string `yaml:"domains"`
 	// Backend is where the service runs. Required.
 	Backend Backend `yaml:"backend"`
@@ -172,6 +180,10 @@ type Service struct {
 	// RejectStatuses (http) are the backend answers that count as a rejection
 	// by the service. Default [401, 403].
 	RejectStatuses []int `yaml:"reject_statuses"`
+	// ClientAddressHeader (sip) is a header inserted into every request
+	// toward the backend with the client's address, e.g. X-Forwarded-For;
+	// copies sent by clients are removed. Default: none.
+	ClientAddressHeader string `yaml:"client_address_header"`
 }
 
 // Backend is a private service's address.
@@ -188,6 +200,16 @@ type Backend struct {
 	// InsecureSkipVerify accepts any backend certificate. Default false; the
 	// configuration audit warns when set.
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+	// UDPAddress (sip) is where UDP clients are relayed. Default: Address.
+	UDPAddress string `yaml:"udp_address"`
+	// WebSocket (sip) is the PBX's SIP WebSocket endpoint (ws:// or
+	// wss:// URL) for sip-ws clients. Default: none, WebSocket clients
+	// routed here are refused.
+	WebSocket string `yaml:"websocket"`
+	// ProxyProtocol (sip) sends a PROXY protocol v2 header with the
+	// client's address first on every TCP/TLS backend connection.
+	// Default false.
+	ProxyProtocol bool `yaml:"proxy_protocol"`
 }
 
 // PathRules are an HTTP service's path allow and deny lists.

@@ -26,8 +26,9 @@ func (c *Config) Validate() error {
 
 // checker collects problems while validating one Config.
 type checker struct {
-	c     *Config
-	probs []*Problem
+	c        *Config
+	probs    []*Problem
+	sipOwner map[string]string // sip domain → path of its claim, filled by services
 }
 
 func (k *checker) add(path, format string, args ...any) {
@@ -74,6 +75,7 @@ func (c *Config) validate() []*Problem {
 	k.ldapPolicy(services)
 	k.fraud()
 	k.admin()
+	k.sip(services)
 	return k.probs
 }
 
@@ -167,7 +169,9 @@ func (k *checker) services() map[string]*Service {
 	byName := make(map[string]*Service)
 	namePath := make(map[string]string)
 	hostOwner := make(map[string]string)   // lower-case host → path of its first claim
-	domainOwner := make(map[string]string) // lower-case domain → path
+	domainOwner := make(map[string]string) // lower-case ldap domain → path
+	sipOwner := make(map[string]string)    // lower-case sip domain → path
+	k.sipOwner = sipOwner
 	for i := range c.Services {
 		s := &c.Services[i]
 		p := indexPath("services", i)
@@ -182,12 +186,16 @@ func (k *checker) services() map[string]*Service {
 				byName[s.Name] = s
 			}
 		}
-		if k.oneOf(p+".protocol", s.Protocol, ProtoHTTP, ProtoLDAP, ProtoTCP) {
+		if k.oneOf(p+".protocol", s.Protocol, ProtoHTTP, ProtoLDAP, ProtoSIP, ProtoTCP) {
 			k.serviceFields(p, s, defaultHTTP[s.Name])
 		}
 		k.claim(p+".hosts", s.Hosts, checkHost, hostOwner, "host %q is already routed by %s")
-		k.claim(p+".domains", s.Domains, checkDomain, domainOwner, "domain %q is already claimed by %s")
-		k.backend(p+".backend", s.Backend)
+		if s.Protocol == ProtoSIP {
+			k.claim(p+".domains", s.Domains, checkSIPDomain, sipOwner, "domain %q is already claimed by %s")
+		} else {
+			k.claim(p+".domains", s.Domains, checkDomain, domainOwner, "domain %q is already claimed by %s")
+		}
+		k.backend(p+".backend", s.Backend, s.Protocol == ProtoSIP)
 	}
 	return byName
 }
@@ -206,8 +214,11 @@ func (k *checker) serviceFields(p string, s *Service, isDefault bool) {
 			k.add(p+".reject_statuses", "reject_statuses apply to http services only; this service is %s", s.Protocol)
 		}
 	}
-	if s.Protocol != ProtoLDAP && len(s.Domains) > 0 {
-		k.add(p+".domains", "domains route ldap services only; this service is %s", s.Protocol)
+	if s.Protocol != ProtoLDAP && s.Protocol != ProtoSIP && len(s.Domains) > 0 {
+		k.add(p+".domains", "domains route ldap and sip services only; this service is %s", s.Protocol)
+	}
+	if s.Protocol != ProtoSIP && s.ClientAddressHeader != "" {
+		k.add(p+".client_address_header", "applies to sip services only; this service is %s", s.Protocol)
 	}
 	switch s.Protocol {
 	case ProtoHTTP:
@@ -224,6 +235,15 @@ func (k *checker) serviceFields(p string, s *Service, isDefault bool) {
 		if len(s.Domains) == 0 && !c.isLDAPPolicyTarget(s.Name) {
 			k.add(p+".domains", "an ldap service needs at least one domain (or must be named by the ldap policy)")
 		}
+	case ProtoSIP:
+		if len(s.Domains) == 0 && !c.isSIPTarget(s.Name) {
+			k.add(p+".domains", "a sip service needs at least one domain (or a company naming it, or to be sip.default_service)")
+		}
+		if h := s.ClientAddressHeader; h != "" {
+			if err := checkSIPHeaderName(h); err != nil {
+				k.add(p+".client_address_header", "%v", err)
+			}
+		}
 	}
 }
 
@@ -232,7 +252,7 @@ func (c *Config) isLDAPPolicyTarget(name string) bool {
 	return name != "" && (p.Anonymous == name || p.SASL == name || p.StartTLS == name || p.DefaultService == name)
 }
 
-func (k *checker) backend(p string, b Backend) {
+func (k *checker) backend(p string, b Backend, isSIP bool) {
 	if b.Address == "" {
 		k.add(p+".address", "required: host:port of the private service")
 	} else if host, port, err := splitHostPort(b.Address); err != nil {
@@ -261,6 +281,7 @@ func (k *checker) backend(p string, b Backend) {
 			k.add(p+".server_name", "%v", err)
 		}
 	}
+	k.sipBackend(p, b, isSIP)
 }
 
 func (k *checker) paths(p string, r PathRules) {
@@ -330,7 +351,7 @@ func (k *checker) listeners(certs map[string]bool, services map[string]*Service)
 		} else if host != "" && !isIP(host) {
 			k.add(p+".address", "host %q is not an IP address; write an IP or leave it empty for every address (\":%d\")", clip(host, 64), port)
 		} else if port != 0 {
-			key := net.JoinHostPort(canonicalIP(host), strconv.Itoa(port))
+			key := l.Transport + " " + net.JoinHostPort(canonicalIP(host), strconv.Itoa(port))
 			if prev, dup := addrs[key]; dup {
 				k.add(p+".address", "%q is already the address of %s", l.Address, prev)
 			} else {
@@ -338,6 +359,10 @@ func (k *checker) listeners(certs map[string]bool, services map[string]*Service)
 			}
 		}
 		k.oneOf(p+".tls", l.TLS, TLSNone, TLSRequired, TLSOptional)
+		udp := l.Transport == TransportUDP
+		if k.oneOf(p+".transport", l.Transport, TransportTCP, TransportUDP) && udp {
+			k.udpListener(p, l)
+		}
 		if l.Certificate != "" && !certs[l.Certificate] {
 			k.add(p+".certificate", "no certificate is named %q in tls.certificates", clip(l.Certificate, 64))
 		}
@@ -382,14 +407,14 @@ func (k *checker) listeners(certs map[string]bool, services map[string]*Service)
 func (k *checker) protocols(p string, protos []string) map[string]bool {
 	has := make(map[string]bool)
 	if len(protos) == 0 {
-		k.add(p, "must list at least one of http, ldap, tcp")
+		k.add(p, "must list at least one of http, ldap, sip, sip-ws, tcp")
 		return has
 	}
 	for j, proto := range protos {
 		pp := indexPath(p, j)
 		switch {
-		case proto != ProtoHTTP && proto != ProtoLDAP && proto != ProtoTCP:
-			k.add(pp, "%q is not one of http, ldap, tcp", clip(proto, 64))
+		case proto != ProtoHTTP && proto != ProtoLDAP && proto != ProtoSIP && proto != ProtoSIPWS && proto != ProtoTCP:
+			k.add(pp, "%q is not one of http, ldap, sip, sip-ws, tcp", clip(proto, 64))
 		case has[proto]:
 			k.add(pp, "%q is listed twice", proto)
 		default:
@@ -432,7 +457,7 @@ func (c *Config) explicitZeros() []*Problem {
 			for i := range t.NumField() {
 				sf := t.Field(i)
 				name, _, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
-				if !sf.IsExported() || name == "-" || name == "" {
+				if !sf.IsExported() || name == "-" || name == "" || sf.Tag.Get("zero") == "meaningful" {
 					continue
 				}
 				walk(v.Field(i), joinPath(path, name))

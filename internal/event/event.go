@@ -76,6 +76,14 @@ const (
 	ReasonBindFailed        = "bind_failed" // other non-zero LDAP resultCode
 	ReasonOK                = "ok"
 	ReasonAdminAuth         = "admin_auth" // admin API request without a valid token
+
+	// SIP edge.
+	ReasonFlood       = "flood"               // initial requests over sip.flood.limit: source blocked
+	ReasonScanner     = "scanner"             // User-Agent of a scanning tool
+	ReasonNetwork     = "network_refused"     // REGISTER/INVITE from outside the company's allowed_networks
+	ReasonCallLimit   = "call_limit"          // brand, company or roadwarrior call limit reached
+	ReasonDestination = "blocked_destination" // INVITE to a blocked destination pattern
+	ReasonChallenge   = "repeated_challenge"  // another 401/407 for a (source, user) with no success since the first
 )
 
 // Event is one happening. Fields that do not apply are zero.

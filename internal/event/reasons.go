@@ -10,6 +10,7 @@ var reasons = []string{
 	ReasonUnknownDomain, ReasonBindRefused, ReasonMalformedBind, ReasonDial,
 	ReasonStatus, ReasonAuthChallenge, ReasonInvalidCreds, ReasonBindFailed,
 	ReasonOK, ReasonAdminAuth,
+	ReasonFlood, ReasonScanner, ReasonNetwork, ReasonCallLimit, ReasonDestination, ReasonChallenge,
 }
 
 // Reasons returns every reason the gateway emits, sorted.
