@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs pbxgate's whole test suite: unit, fuzz seed corpora, and end-to-end
-# tests against real peers (curl, slapd, ldapsearch) started on loopback.
+# tests against real peers (curl, slapd, ldapsearch, sipp, socat) started on loopback.
 # Installs the Debian packages those peers come from when they are missing.
 # Extra arguments go to `go test` (e.g. -run TestX, -v).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PEERS=(curl slapd ldap-utils)
+PEERS=(curl slapd ldap-utils sip-tester socat)
 missing=()
 for p in "${PEERS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -128,8 +128,8 @@ services:
 		Admin: Admin{Address: "127.0.0.1:9190", Socket: "/var/lib/pbxgate/admin.sock"},
 		Store: Store{Backend: "bolt", Path: "/var/lib/pbxgate/state.db"},
 		SIP: SIP{Flood: SIPFlood{Window: Duration(2 * time.Second), Limit: 100, BlockFor: Duration(5 * time.Minute), MaxSources: 1000000},
-			ScannerUserAgents: sip.DefaultScannerAgents, MaxMessage: 65535,
-			UDP:   SIPUDP{MaxFlows: 100000, IdleTimeout: Duration(time.Hour)},
+			ScannerUserAgents: sip.DefaultScannerAgents, MaxMessage: 65535, IdleTimeout: Duration(time.Hour),
+			UDP:   SIPUDP{MaxFlows: 100000},
 			Calls: SIPCalls{MaxDuration: Duration(3 * time.Hour), MaxTracked: 100000}},
 		File: "d.yaml",
 	}

@@ -77,7 +77,7 @@ const (
 	DefaultSIPFloodMaxSources = 1_000_000
 	DefaultSIPMaxMessage      = 65535
 	DefaultSIPMaxFlows        = 100000
-	DefaultSIPUDPIdle         = Duration(time.Hour)
+	DefaultSIPIdle            = Duration(time.Hour)
 	DefaultSIPCallMaxDuration = Duration(3 * time.Hour)
 	DefaultSIPMaxTracked      = 100000
 	DefaultSIPExternal        = `^\+?[0-9]{6,}$`
@@ -280,7 +280,7 @@ func (s *SIP) applyDefaults() {
 	}
 	setInt(&s.MaxMessage, DefaultSIPMaxMessage)
 	setInt(&s.UDP.MaxFlows, DefaultSIPMaxFlows)
-	setDur(&s.UDP.IdleTimeout, DefaultSIPUDPIdle)
+	setDur(&s.IdleTimeout, DefaultSIPIdle)
 	setDur(&s.Calls.MaxDuration, DefaultSIPCallMaxDuration)
 	setInt(&s.Calls.MaxTracked, DefaultSIPMaxTracked)
 	s.Brands = nilIfEmpty(s.Brands)

@@ -20,6 +20,10 @@ type SIP struct {
 	// MaxMessage caps one SIP message (head and body) on any transport.
 	// Default 65535.
 	MaxMessage int `yaml:"max_message"`
+	// IdleTimeout closes a UDP flow, or a SIP connection (TCP, TLS,
+	// WebSocket), without traffic in either direction for this long; it
+	// must cover the phones' re-registration interval. Default 1h.
+	IdleTimeout Duration `yaml:"idle_timeout"`
 	// UDP tunes the UDP flow table.
 	UDP SIPUDP `yaml:"udp"`
 	// Calls tunes dialog tracking for the call limits.
@@ -48,10 +52,6 @@ type SIPFlood struct {
 type SIPUDP struct {
 	// MaxFlows caps the flows open at once. Default 100000.
 	MaxFlows int `yaml:"max_flows"`
-	// IdleTimeout closes a flow without traffic in either direction for
-	// this long; it must cover the phones' re-registration interval.
-	// Default 1h.
-	IdleTimeout Duration `yaml:"idle_timeout"`
 }
 
 // SIPCalls tunes dialog tracking.
@@ -59,8 +59,9 @@ type SIPCalls struct {
 	// MaxDuration releases a call's slot after this long even without a
 	// BYE (a lost BYE must not leak a slot). Default 3h.
 	MaxDuration Duration `yaml:"max_duration"`
-	// MaxTracked caps the calls tracked at once; beyond it calls that
-	// need a slot are refused. Default 100000.
+	// MaxTracked caps the calls tracked at once. When full, a new call
+	// replaces the oldest INVITE still waiting for its challenge to be
+	// answered, or is refused (fail closed). Default 100000.
 	MaxTracked int `yaml:"max_tracked"`
 }
 

@@ -20,9 +20,9 @@ const (
 	maxSIPFloodSrc    = 1 << 28
 	minSIPMaxMessage  = 1500
 	maxSIPMaxFlows    = 10_000_000
-	minSIPUDPIdle     = Duration(time.Minute)
+	minSIPIdle        = Duration(time.Minute)
 	minSIPCallMax     = Duration(time.Minute)
-	maxSIPTracked     = 10_000_000
+	maxSIPTracked     = 1 << 24
 	maxRoadwarrior    = 3
 )
 
@@ -190,8 +190,8 @@ func (k *checker) sip(services map[string]*Service) {
 	}
 	k.between("sip.max_message", s.MaxMessage, minSIPMaxMessage, sip.DefaultMaxMessage)
 	k.between("sip.udp.max_flows", s.UDP.MaxFlows, 1, maxSIPMaxFlows)
-	if s.UDP.IdleTimeout < minSIPUDPIdle {
-		k.add("sip.udp.idle_timeout", "%s is shorter than %s: phones re-register less often, and incoming calls would find no flow", s.UDP.IdleTimeout, minSIPUDPIdle)
+	if s.IdleTimeout < minSIPIdle {
+		k.add("sip.idle_timeout", "%s is shorter than %s: phones re-register less often, and incoming calls would find no flow", s.IdleTimeout, minSIPIdle)
 	}
 	if s.Calls.MaxDuration < minSIPCallMax {
 		k.add("sip.calls.max_duration", "%s is shorter than %s", s.Calls.MaxDuration, minSIPCallMax)

@@ -13,12 +13,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pbxgate/pbxgate/internal/config"
 	"github.com/pbxgate/pbxgate/internal/event"
 	"github.com/pbxgate/pbxgate/internal/httpproxy"
 	"github.com/pbxgate/pbxgate/internal/listen"
+	"github.com/pbxgate/pbxgate/internal/sipedge"
+	"github.com/pbxgate/pbxgate/internal/udprelay"
 )
 
 // Options are the parts of a gateway that do not come from the configuration
@@ -39,6 +43,7 @@ type Gateway struct {
 	log    *slog.Logger
 	events event.Sink
 	sec    *security
+	sip    *sipedge.Policy // outlives reloads: flood blocks and calls are kept
 
 	mu        sync.Mutex // guards the fields below
 	cfg       *config.Config
@@ -53,13 +58,54 @@ type Gateway struct {
 // liveListener is one open socket and the servers behind it. It outlives
 // reloads as long as its address does not change.
 type liveListener struct {
-	name string
-	addr string
+	name      string
+	addr      string
+	transport string
+	sec       *security
+	// TCP listeners.
 	ln   net.Listener
-	sec  *security
 	srv  *listen.Server
 	http *httpproxy.Server
 	hh   *httpproxy.Swappable
+	mux  atomic.Pointer[sipMux] // what HTTP requests go to: hh and/or SIP over WebSocket
+	// UDP listeners.
+	pc    net.PacketConn
+	relay *udprelay.Relay
+}
+
+// ServeHTTP passes a request to the listener's current mux.
+func (l *liveListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	l.mux.Load().ServeHTTP(w, r)
+}
+
+// httpOrNil returns h when on, else nil (not a typed nil).
+func httpOrNil(on bool, h *httpproxy.Swappable) http.Handler {
+	if !on {
+		return nil
+	}
+	return h
+}
+
+// sameSocket reports whether l is lc's socket.
+func (l *liveListener) sameSocket(lc config.Listener) bool {
+	return l.addr == lc.Address && l.transport == lc.Transport
+}
+
+// localAddr is the bound address.
+func (l *liveListener) localAddr() net.Addr {
+	if l.pc != nil {
+		return l.pc.LocalAddr()
+	}
+	return l.ln.Addr()
+}
+
+// closeSocket closes a socket opened but never served.
+func (l *liveListener) closeSocket() {
+	if l.pc != nil {
+		l.pc.Close()
+		return
+	}
+	l.ln.Close()
 }
 
 // New builds the runtime for cfg (certificates loaded, handlers built) but
@@ -84,8 +130,16 @@ func New(cfg *config.Config, o Options) (*Gateway, error) {
 		sinks = append(sinks, o.Events)
 	}
 	g.events = sinks
+	sp, err := sipPolicy(cfg, g)
+	if err != nil {
+		return nil, err
+	}
+	g.sip = sp
 	rt, err := g.build(cfg)
 	if err != nil {
+		return nil, err
+	}
+	if err := g.sip.Reconfigure(rt.sip); err != nil {
 		return nil, err
 	}
 	g.cfg, g.rt = cfg, rt
@@ -107,6 +161,11 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	g.started = true
 	g.serveCtx = ctx
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		_ = g.sip.Run(context.WithoutCancel(ctx))
+	}()
 	opened, err := g.openLocked(ctx, g.rt, g.cfg.Listeners)
 	if err != nil {
 		_ = g.stopSecurity(ctx)
@@ -125,7 +184,7 @@ func (g *Gateway) Addr(name string) net.Addr {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if l, ok := g.listeners[name]; ok {
-		return l.ln.Addr()
+		return l.localAddr()
 	}
 	return nil
 }
@@ -154,7 +213,7 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	}
 	var fresh []config.Listener
 	for _, lc := range cfg.Listeners {
-		if old, ok := g.listeners[lc.Name]; !ok || old.addr != lc.Address {
+		if old, ok := g.listeners[lc.Name]; !ok || !old.sameSocket(lc) {
 			fresh = append(fresh, lc)
 		}
 	}
@@ -167,10 +226,8 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 		}
 	}
 	// From here on nothing can fail: swap.
-	keep := make(map[string]bool)
 	for _, lc := range cfg.Listeners {
-		keep[lc.Name] = true
-		if l, ok := g.listeners[lc.Name]; ok && l.addr == lc.Address {
+		if l, ok := g.listeners[lc.Name]; ok && l.sameSocket(lc) {
 			if err := g.reconfigureLocked(l, rt, lc); err != nil {
 				// build() already produced this listener's tables, so this
 				// cannot happen short of a bug; keep serving the old tables.
@@ -179,7 +236,7 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 		}
 	}
 	for name, l := range g.listeners {
-		if a := addrOf(cfg, name); !keep[name] || a != l.addr {
+		if lc, ok := cfg.Listener(name); !ok || !l.sameSocket(*lc) {
 			delete(g.listeners, name)
 			g.wg.Add(1) // Shutdown waits for the drain too
 			go func() {
@@ -192,21 +249,16 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 		g.serveLocked(l)
 	}
 	g.reloadSecurityLocked(cfg)
+	if err := g.sip.Reconfigure(rt.sip); err != nil {
+		// build() checked the tables; this is a bug, keep the old ones.
+		g.log.Error("reload: sip policy kept as it was", "err", err)
+	}
 	old := g.rt
 	g.cfg, g.rt = cfg, rt
 	old.close()
 	rt.warn(g.log)
 	g.log.Info("configuration reloaded", "listeners", len(cfg.Listeners), "services", len(cfg.Services))
 	return nil
-}
-
-func addrOf(cfg *config.Config, name string) string {
-	for _, lc := range cfg.Listeners {
-		if lc.Name == name {
-			return lc.Address
-		}
-	}
-	return ""
 }
 
 // drain stops a listener removed by a reload, giving its connections the
@@ -256,6 +308,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	_ = g.sip.Close()
 	g.wg.Wait()
 	rt.close()
 	if started {
@@ -265,6 +318,10 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 }
 
 func (l *liveListener) shutdown(ctx context.Context) error {
+	if l.relay != nil {
+		defer l.sec.untrack(l.relay)
+		return l.relay.Shutdown(ctx)
+	}
 	defer l.sec.untrack(l.srv)
 	var errs []error
 	if err := l.srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
@@ -287,7 +344,7 @@ func (g *Gateway) openLocked(ctx context.Context, rt *runtime, lcs []config.List
 		l, err := g.newListener(ctx, rt, lc)
 		if err != nil {
 			for _, o := range opened {
-				o.ln.Close()
+				o.closeSocket()
 			}
 			return nil, err
 		}
@@ -298,6 +355,10 @@ func (g *Gateway) openLocked(ctx context.Context, rt *runtime, lcs []config.List
 
 func (g *Gateway) serveLocked(l *liveListener) {
 	g.listeners[l.name] = l
+	if l.relay != nil {
+		g.serveUDPLocked(l)
+		return
+	}
 	g.sec.track(l.srv)
 	g.wg.Add(1)
 	go func() {
@@ -318,6 +379,11 @@ func (g *Gateway) serveLocked(l *liveListener) {
 func Check(cfg *config.Config) (warnings []string, err error) {
 	g := &Gateway{base: slog.New(slog.DiscardHandler), events: event.Discard}
 	g.log = g.base
+	sp, err := sipPolicy(cfg, g)
+	if err != nil {
+		return nil, err
+	}
+	g.sip = sp
 	rt, err := g.buildMode(cfg, true)
 	if err != nil {
 		return nil, err

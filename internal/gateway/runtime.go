@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/pbxgate/pbxgate/internal/httpproxy"
 	"github.com/pbxgate/pbxgate/internal/ldap"
 	"github.com/pbxgate/pbxgate/internal/listen"
+	"github.com/pbxgate/pbxgate/internal/sipedge"
 	"github.com/pbxgate/pbxgate/internal/sniff"
 )
 
@@ -32,6 +34,7 @@ type runtime struct {
 	firstCert  string // name of the first certificate: the default default
 	dialers    map[string]*backend.Dialer
 	listeners  map[string]*listenerRT
+	sip        sipedge.Config
 	warnings   []string
 }
 
@@ -42,6 +45,9 @@ type listenerRT struct {
 	http     *httpproxy.Handler // nil when the listener carries no HTTP
 	ldap     listen.Handler
 	tcp      listen.Handler
+	sip      listen.Handler // SIP over TCP/TLS
+	ws       http.Handler   // SIP over WebSocket
+	udp      bool           // a udp listener: the relay takes its tables from rt.sip
 	maxConns int
 }
 
@@ -82,6 +88,11 @@ func (g *Gateway) buildMode(cfg *config.Config, dry bool) (*runtime, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	sc, err := rt.buildSIP(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.Where("sip"), err)
+	}
+	rt.sip = sc
 	for i, lc := range cfg.Listeners {
 		lrt, err := g.buildListener(rt, lc, minTLS)
 		if err != nil {
@@ -186,6 +197,9 @@ func parsePrefixes(ss []string) []netip.Prefix {
 
 func (g *Gateway) buildListener(rt *runtime, lc config.Listener, minTLS uint16) (*listenerRT, error) {
 	cfg := rt.cfg
+	if lc.Transport == config.TransportUDP {
+		return &listenerRT{udp: true}, nil
+	}
 	lrt := &listenerRT{maxConns: lc.MaxConnections}
 	if lrt.maxConns == 0 {
 		lrt.maxConns = cfg.Limits.MaxConnections
@@ -206,6 +220,8 @@ func (g *Gateway) buildListener(rt *runtime, lc config.Listener, minTLS uint16) 
 		var next []string
 		if protos["http"] {
 			next = []string{"h2", "http/1.1", "http/1.0"}
+		} else if protos[config.ProtoSIPWS] {
+			next = []string{"http/1.1"}
 		}
 		def := lc.Certificate
 		if def == "" {
@@ -230,6 +246,12 @@ func (g *Gateway) buildListener(rt *runtime, lc config.Listener, minTLS uint16) 
 			return nil, err
 		}
 		lrt.ldap = accessLogged(p, "ldap", lc.Name, g.accessLog(cfg))
+	}
+	if protos[config.ProtoSIP] {
+		lrt.sip = accessLogged(g.sip.Stream(lc.Name), "sip", lc.Name, g.accessLog(cfg))
+	}
+	if protos[config.ProtoSIPWS] {
+		lrt.ws = g.sip.WebSocket(lc.Name, requestAddr)
 	}
 	if protos["tcp"] {
 		d := rt.dialers[lc.TCPService]
@@ -360,7 +382,8 @@ func (g *Gateway) listenConfig(rt *runtime, l *liveListener) listen.Config {
 	lrt := rt.listeners[l.name]
 	cfg := rt.cfg
 	handlers := map[sniff.Proto]listen.Handler{}
-	if lrt.http != nil {
+	l.mux.Store(&sipMux{ws: lrt.ws, http: httpOrNil(lrt.http != nil, l.hh)})
+	if lrt.http != nil || lrt.ws != nil {
 		h := listen.HandlerFunc(func(_ context.Context, c net.Conn, _ netip.Addr) error {
 			return l.http.ServeConn(c)
 		})
@@ -369,6 +392,9 @@ func (g *Gateway) listenConfig(rt *runtime, l *liveListener) listen.Config {
 	}
 	if lrt.ldap != nil {
 		handlers[sniff.LDAP] = lrt.ldap
+	}
+	if lrt.sip != nil {
+		handlers[sniff.SIP] = lrt.sip
 	}
 	return listen.Config{
 		TLSMode:           lrt.tlsMode,
@@ -385,12 +411,15 @@ func (g *Gateway) listenConfig(rt *runtime, l *liveListener) listen.Config {
 }
 
 func (g *Gateway) newListener(ctx context.Context, rt *runtime, lc config.Listener) (*liveListener, error) {
+	if lc.Transport == config.TransportUDP {
+		return g.newUDPListener(ctx, rt, lc)
+	}
 	ln, err := listen.Listen(ctx, "tcp", lc.Address)
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
 	}
 	cfg := rt.cfg
-	l := &liveListener{name: lc.Name, addr: lc.Address, ln: ln, sec: g.sec, hh: &httpproxy.Swappable{}}
+	l := &liveListener{name: lc.Name, addr: lc.Address, transport: config.TransportTCP, ln: ln, sec: g.sec, hh: &httpproxy.Swappable{}}
 	l.http = httpproxy.NewServer(httpproxy.ServerOptions{
 		ReadHeaderTimeout: cfg.Timeouts.HTTPReadHeader.D(),
 		IdleTimeout:       cfg.Timeouts.HTTPIdle.D(),
@@ -398,7 +427,7 @@ func (g *Gateway) newListener(ctx context.Context, rt *runtime, lc config.Listen
 		Log:               g.base,
 		Events:            g.events,
 		Listener:          lc.Name,
-	}, l.hh)
+	}, l)
 	if h := rt.listeners[lc.Name].http; h != nil {
 		l.hh.Swap(h)
 	}
@@ -417,6 +446,9 @@ func (g *Gateway) newListener(ctx context.Context, rt *runtime, lc config.Listen
 
 // reconfigureLocked moves an unchanged listener onto the tables of rt.
 func (g *Gateway) reconfigureLocked(l *liveListener, rt *runtime, lc config.Listener) error {
+	if l.relay != nil {
+		return l.relay.Reconfigure(g.udpConfig(rt, lc))
+	}
 	if err := l.srv.Reconfigure(g.listenConfig(rt, l)); err != nil {
 		return err
 	}

@@ -43,7 +43,7 @@ type security struct {
 	fixed struct{ adminAddr, adminSocket, storePath, recentEvents string }
 
 	srvMu   sync.Mutex // guards servers
-	servers map[*listen.Server]struct{}
+	servers map[closer]struct{}
 
 	// The suspect gate: new connections of suspects share suspects' rate
 	// and wait at most wait for it.
@@ -57,7 +57,7 @@ func newSecurity(cfg *config.Config) *security {
 	s := &security{
 		ring:    event.NewRing(cfg.Fraud.RecentEvents),
 		reg:     prometheus.NewRegistry(),
-		servers: make(map[*listen.Server]struct{}),
+		servers: make(map[closer]struct{}),
 	}
 	s.metrics = admin.NewMetrics(s.reg, s.stats)
 	s.reg.MustRegister(
@@ -130,15 +130,19 @@ func (s *security) recent(src netip.Addr, max int) []event.Event {
 	return s.ring.Recent(event.Filter{Source: netip.PrefixFrom(src, src.BitLen()), Suspicious: true}, max)
 }
 
+// closer is a proxy server (TCP listener, UDP relay) whose connections or
+// flows a ban closes.
+type closer interface{ CloseFrom(netip.Prefix) int }
+
 // track and untrack keep the set of proxy servers whose connections a ban
 // closes.
-func (s *security) track(srv *listen.Server) {
+func (s *security) track(srv closer) {
 	s.srvMu.Lock()
 	s.servers[srv] = struct{}{}
 	s.srvMu.Unlock()
 }
 
-func (s *security) untrack(srv *listen.Server) {
+func (s *security) untrack(srv closer) {
 	s.srvMu.Lock()
 	delete(s.servers, srv)
 	s.srvMu.Unlock()
@@ -147,7 +151,7 @@ func (s *security) untrack(srv *listen.Server) {
 // closeFrom closes the open connections of a source just banned.
 func (s *security) closeFrom(p netip.Prefix) int {
 	s.srvMu.Lock()
-	srvs := make([]*listen.Server, 0, len(s.servers))
+	srvs := make([]closer, 0, len(s.servers))
 	for srv := range s.servers {
 		srvs = append(srvs, srv)
 	}

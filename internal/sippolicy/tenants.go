@@ -1,11 +1,13 @@
 package sippolicy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
 	"regexp"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/gaissmai/bart"
@@ -57,7 +59,8 @@ type CompanyConfig struct {
 	// ASCII case and one trailing dot. At least one is required; a domain
 	// may belong to one company only. A domain is a host name (letters,
 	// digits, '-', '_', dot-separated labels; IDNs in their xn-- form) or
-	// an IP address (an IPv6 one with or without brackets).
+	// an IP address (an IPv6 one with or without brackets), compared as
+	// text: write an IPv6 address the way the phones do.
 	Domains []string
 	// AllowedNetworks are the networks the company's phones may use. Empty
 	// turns the company's IP filter off. IPv4-mapped IPv6 prefixes are
@@ -354,7 +357,7 @@ func normPrefix(p netip.Prefix) (netip.Prefix, bool) {
 // ASCII case, one trailing dot and IPv6 brackets, or nil. It does not
 // allocate.
 func (t *Tenants) CompanyByDomain(domain []byte) *Company {
-	if n := len(domain); n >= 2 && domain[0] == '[' && domain[n-1] == ']' {
+	if n := len(domain); n >= 2 && domain[0] == '[' && domain[n-1] == ']' && bytes.IndexByte(domain, ':') >= 0 {
 		domain = domain[1 : n-1]
 	}
 	if n := len(domain); n > 0 && domain[n-1] == '.' {
@@ -420,8 +423,12 @@ func (c *Company) Roadwarrior(user []byte) int {
 // (see dialled), so "%2B34-91-123-4567" is matched as "+34911234567". A
 // user part longer than MaxUserLen is external. It does not allocate.
 func (c *Company) External(user []byte) bool {
-	var buf [MaxUserLen]byte
-	d, ok := dialled(&buf, user)
+	if len(user) <= MaxUserLen && !needsDialled(user) {
+		return c.external.Match(user)
+	}
+	buf := userBufs.Get().(*[MaxUserLen]byte)
+	defer userBufs.Put(buf)
+	d, ok := dialled(buf, user)
 	return !ok || c.external.Match(d)
 }
 
@@ -434,10 +441,14 @@ func (c *Company) BlockedDestination(user []byte) (pattern string, blocked bool)
 	if len(c.blocked) == 0 {
 		return "", false
 	}
-	var buf [MaxUserLen]byte
-	d, ok := dialled(&buf, user)
-	if !ok {
+	d := user
+	if len(user) > MaxUserLen {
 		return c.blockedSrc[0], true
+	}
+	if needsDialled(user) {
+		buf := userBufs.Get().(*[MaxUserLen]byte)
+		defer userBufs.Put(buf)
+		d, _ = dialled(buf, user)
 	}
 	for i, re := range c.blocked {
 		if re.Match(d) {
@@ -446,6 +457,10 @@ func (c *Company) BlockedDestination(user []byte) (pattern string, blocked bool)
 	}
 	return "", false
 }
+
+// userBufs holds dialled's buffers: the regexp package keeps its input in
+// pooled machines, so a buffer on the stack would escape to the heap.
+var userBufs = sync.Pool{New: func() any { return new([MaxUserLen]byte) }}
 
 // dialled normalises a URI user part into buf for number matching, the way
 // a PBX's dial plan reads it, so that an escape or a separator cannot move
@@ -500,6 +515,26 @@ func dialled(buf *[MaxUserLen]byte, user []byte) (d []byte, ok bool) {
 		}
 	}
 	return buf[:n], true
+}
+
+// needsDialled reports whether dialled would change user.
+func needsDialled(user []byte) bool {
+	number, sep, digits := true, false, 0
+	for i, c := range user {
+		switch {
+		case c == '%' || c == ';':
+			return true
+		case '0' <= c && c <= '9':
+			digits++
+		case c == '-' || c == '.' || c == '(' || c == ')':
+			sep = true
+		case c == '*' || c == '#':
+		case c == '+' && i == 0:
+		default:
+			number = false
+		}
+	}
+	return number && sep && digits > 0
 }
 
 func isHex(c byte) bool {

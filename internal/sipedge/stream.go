@@ -1,0 +1,324 @@
+package sipedge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pbxgate/pbxgate/internal/event"
+	"github.com/pbxgate/pbxgate/internal/listen"
+	"github.com/pbxgate/pbxgate/internal/sip"
+)
+
+// writeTimeout bounds one write to a client or the PBX: a peer that does
+// not read cannot stall the other direction for longer.
+const writeTimeout = 10 * time.Second
+
+// Buffer sizes of a stream reader: small to start (most SIP messages are
+// well under 2 KB), grown up to MaxMessage for a large one, and given back
+// afterwards so that idle connections stay cheap.
+const (
+	minReadBuf  = 4 << 10
+	keepReadBuf = 16 << 10
+)
+
+// msgConn is one side of a SIP relay that carries whole messages: a
+// framed TCP/TLS stream or a WebSocket.
+type msgConn interface {
+	// ReadMsg returns the next message (parsed into m) or keep-alive. b
+	// is valid until the next ReadMsg. Errors wrapping *sip.ParseError
+	// mean the peer sent something that is not SIP.
+	ReadMsg(m *sip.Message) (b []byte, keepalive bool, err error)
+	// WriteMsg writes one message or keep-alive; safe for concurrent use.
+	WriteMsg(b []byte) error
+	SetReadDeadline(t time.Time) error
+	Close() error
+}
+
+// Stream returns the handler of SIP over TCP and TLS for one listener.
+func (p *Policy) Stream(listener string) listen.Handler {
+	return listen.HandlerFunc(func(ctx context.Context, c net.Conn, src netip.Addr) error {
+		transport := "tcp"
+		if _, ok := c.(interface{ ConnectionState() tls.ConnectionState }); ok {
+			transport = "tls"
+		}
+		client := netip.AddrPortFrom(src, remotePort(c))
+		s := &session{listener: listener, transport: transport, client: client,
+			lm: p.met.listener(listener, transport)}
+		t := p.tab.Load()
+		cl := newStreamConn(c, t.MaxMessage)
+		return p.serve(ctx, s, cl, func(ctx context.Context, svc *Service) (msgConn, error) {
+			if svc.Dial == nil {
+				return nil, fmt.Errorf("sip service %q has no stream backend", svc.Name)
+			}
+			bc, err := svc.Dial(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if svc.ProxyProtocol {
+				hdr := appendProxyV2(nil, client, localAddrPort(c))
+				_ = bc.SetWriteDeadline(time.Now().Add(writeTimeout))
+				if _, err := bc.Write(hdr); err != nil {
+					bc.Close()
+					return nil, fmt.Errorf("write PROXY header: %w", err)
+				}
+			}
+			return newStreamConn(bc, t.MaxMessage), nil
+		})
+	})
+}
+
+func remotePort(c net.Conn) uint16 {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return uint16(a.Port)
+	}
+	return 0
+}
+
+func localAddrPort(c net.Conn) netip.AddrPort {
+	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		return a.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// dialFunc opens the backend side for a routed session.
+type dialFunc func(ctx context.Context, svc *Service) (msgConn, error)
+
+// serve relays one client connection: it routes by the first request,
+// opens the backend side and inspects every message both ways until one
+// side closes, fails, sends something that is not SIP, or both stay idle
+// for the idle timeout.
+func (p *Policy) serve(ctx context.Context, s *session, cl msgConn, dial dialFunc) error {
+	defer cl.Close()
+	t := p.tab.Load()
+	idle := t.IdleTimeout
+	var m sip.Message
+	var first []byte
+	for {
+		_ = cl.SetReadDeadline(time.Now().Add(idle))
+		b, ka, err := cl.ReadMsg(&m)
+		if err != nil {
+			p.readFailed(s, err, false)
+			return ignoreClosed(err)
+		}
+		if !ka {
+			first = b
+			break
+		}
+	}
+	if !m.Request {
+		p.emit(s, event.RejectedByGateway, event.ReasonBadRequest, "", "the first message is a response")
+		p.met.refuse(s.listener, event.ReasonBadRequest)
+		return nil
+	}
+	svc := p.route(s, &m)
+	if svc == nil {
+		p.met.refuse(s.listener, event.ReasonUnknownDomain)
+		p.answer(cl, first, &m, 404)
+		return nil
+	}
+	s.svc = svc
+	be, err := dial(ctx, svc)
+	if err != nil {
+		p.emit(s, event.BackendUnreachable, event.ReasonDial, string(m.From.User), err.Error())
+		p.answer(cl, first, &m, 503)
+		return err
+	}
+	defer be.Close()
+
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.pump(s, be, cl, false, &last, idle)
+		cl.Close() // ends the client pump
+	}()
+	if p.handle(s, first, &m, cl, be, true) {
+		p.pump(s, cl, be, true, &last, idle)
+	}
+	be.Close() // ends the backend pump
+	<-done
+	return nil
+}
+
+// pump reads messages from src and handles them until src fails or sends
+// something that is not SIP. last is the time of the latest message either
+// way: a read deadline ends the pump only when both directions were idle.
+func (p *Policy) pump(s *session, src, dst msgConn, fromClient bool, last *atomic.Int64, idle time.Duration) {
+	var m sip.Message
+	for {
+		_ = src.SetReadDeadline(time.Unix(0, last.Load()).Add(idle))
+		b, ka, err := src.ReadMsg(&m)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && time.Since(time.Unix(0, last.Load())) < idle {
+				continue
+			}
+			p.readFailed(s, err, !fromClient)
+			return
+		}
+		last.Store(time.Now().UnixNano())
+		if ka {
+			if dst.WriteMsg(b) != nil {
+				return
+			}
+			continue
+		}
+		if !p.handle(s, b, &m, src, dst, fromClient) {
+			return
+		}
+	}
+}
+
+// handle applies the policy to one message from sender and forwards it to
+// peer or answers it. It returns false when the relay must end (a write
+// failed).
+func (p *Policy) handle(s *session, b []byte, m *sip.Message, sender, peer msgConn, fromClient bool) bool {
+	var v verdict
+	if fromClient {
+		s.lm.in.Inc()
+		v = p.fromClient(s, m)
+	} else {
+		s.lm.out.Inc()
+		v = p.fromBackend(s, m)
+	}
+	if v.status > 0 && !p.answer(sender, b, m, v.status) {
+		return false
+	}
+	if !v.forward {
+		p.met.refuse(s.listener, v.reason)
+		return true
+	}
+	if fromClient && m.Request && s.svc.ClientHeader != "" {
+		b = appendWithClientHeader(make([]byte, 0, len(b)+len(s.svc.ClientHeader)+48), b, m.HeaderLen,
+			s.svc.ClientHeader, s.client.Addr())
+	}
+	return peer.WriteMsg(b) == nil
+}
+
+// answer sends the gateway's own response with status to req on c. It
+// reports whether the write succeeded (true when no answer is due).
+func (p *Policy) answer(c msgConn, req []byte, m *sip.Message, status int) bool {
+	resp := p.appendAnswer(nil, req, m, status)
+	if len(resp) == 0 {
+		return true
+	}
+	return c.WriteMsg(resp) == nil
+}
+
+// readFailed reports why a side stopped: bad SIP from a client is an event,
+// from the PBX a log line; closed connections and timeouts are normal.
+func (p *Policy) readFailed(s *session, err error, fromBackend bool) {
+	var pe *sip.ParseError
+	if !errors.As(err, &pe) {
+		return
+	}
+	if fromBackend {
+		p.log.Warn("the PBX sent what is not SIP; connection closed", "service", s.svc.Name, "err", err)
+		return
+	}
+	p.emit(s, event.RejectedByGateway, event.ReasonBadRequest, "", "not SIP: "+err.Error())
+	p.met.refuse(s.listener, event.ReasonBadRequest)
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil
+	}
+	var pe *sip.ParseError
+	if errors.As(err, &pe) {
+		return nil
+	}
+	return err
+}
+
+// streamConn frames SIP messages on a TCP or TLS connection.
+type streamConn struct {
+	c      net.Conn
+	fr     sip.Framer
+	buf    []byte
+	start  int // first unconsumed byte of buf
+	end    int // end of the bytes read
+	wmu    sync.Mutex
+	closed atomic.Bool
+}
+
+func newStreamConn(c net.Conn, maxMessage int) *streamConn {
+	return &streamConn{c: c, fr: sip.Framer{MaxMessage: maxMessage}}
+}
+
+func (sc *streamConn) ReadMsg(m *sip.Message) ([]byte, bool, error) {
+	for {
+		if sc.end > sc.start {
+			n, ka, err := sc.fr.Next(sc.buf[sc.start:sc.end], m)
+			if err != nil {
+				return nil, false, err
+			}
+			if n > 0 {
+				b := sc.buf[sc.start : sc.start+n]
+				sc.start += n
+				return b, ka, nil
+			}
+		}
+		if err := sc.fill(); err != nil {
+			return nil, false, err
+		}
+	}
+}
+
+// fill reads more bytes, making room first: consumed bytes are dropped,
+// a large buffer no longer needed is given back, a full one grows.
+func (sc *streamConn) fill() error {
+	pending := sc.end - sc.start
+	switch {
+	case sc.buf == nil:
+		sc.buf = make([]byte, minReadBuf)
+	case pending == 0 && len(sc.buf) > keepReadBuf:
+		sc.buf = make([]byte, minReadBuf)
+		sc.start, sc.end = 0, 0
+	case sc.start > 0:
+		copy(sc.buf, sc.buf[sc.start:sc.end])
+		sc.start, sc.end = 0, pending
+	}
+	if sc.end == len(sc.buf) {
+		// The Framer bounds messages, so this stops at MaxMessage.
+		nb := make([]byte, 2*len(sc.buf))
+		copy(nb, sc.buf[:sc.end])
+		sc.buf = nb
+	}
+	n, err := sc.c.Read(sc.buf[sc.end:])
+	sc.end += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+func (sc *streamConn) WriteMsg(b []byte) error {
+	sc.wmu.Lock()
+	defer sc.wmu.Unlock()
+	_ = sc.c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err := sc.c.Write(b)
+	return err
+}
+
+func (sc *streamConn) SetReadDeadline(t time.Time) error { return sc.c.SetReadDeadline(t) }
+
+func (sc *streamConn) Close() error {
+	if sc.closed.Swap(true) {
+		return nil
+	}
+	return sc.c.Close()
+}
