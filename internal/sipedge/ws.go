@@ -129,7 +129,6 @@ func newWSConn(c *websocket.Conn, maxMessage int) *wsConn {
 	return &wsConn{c: c, max: maxMessage}
 }
 
-
 func (wc *wsConn) ReadMsg(m *sip.Message) ([]byte, bool, error) {
 	for {
 		typ, r, err := wc.c.NextReader()
