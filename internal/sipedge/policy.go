@@ -414,6 +414,9 @@ func (p *Policy) fromBackend(s *session, m *sip.Message) verdict {
 	now := p.now()
 	if m.Request {
 		switch {
+		case bytes.Equal(m.Method, mACK) && p.ownTag(m.To.Tag):
+			// The PBX acknowledges the gateway's own 486.
+			return verdict{reason: "ack_absorbed"}
 		case bytes.Equal(m.Method, mINVITE) && m.To.Tag == nil && t.Tenants != nil:
 			co := t.Tenants.CompanyByDomain(m.To.Host)
 			if co == nil {

@@ -163,6 +163,19 @@ func TestCallLimits(t *testing.T) {
 	if v := f.p.fromBackend(sess(src), in.parsed(t)); v.forward || v.status != 486 {
 		t.Fatalf("incoming call at the limit: %+v, want 486", v)
 	}
+	// The PBX's ACK to that 486 carries the gateway's tag: absorbed, the
+	// phone never hears of the call.
+	raw := in.bytes()
+	var im sip.Message
+	sip.Parse(raw, &im)
+	var busy sip.Message
+	if err := sip.Parse(f.p.appendAnswer(nil, raw, &im, 486), &busy); err != nil {
+		t.Fatal(err)
+	}
+	ack := msg{method: "ACK", ruri: "sip:alice@192.0.2.60:5060", from: "00493099999999@pbx.example.com", to: "alice@hq.example.com", toTag: string(busy.To.Tag), callID: "in-1"}
+	if v := f.p.fromBackend(sess(src), ack.parsed(t)); v.forward {
+		t.Fatal("the PBX's ACK to the gateway's 486 reached the phone")
+	}
 	// A BYE frees a slot.
 	bye := msg{method: "BYE", from: "alice@hq.example.com", to: "00493012345670@hq.example.com", toTag: "t", callID: "hq-0", cseq: 2}
 	f.p.fromClient(sess(src), bye.parsed(t))

@@ -23,8 +23,17 @@
 //   - SIGHUP reload (new routes, surviving connections, refused reloads) and
 //     SIGTERM draining (reload_test.go).
 //   - `pbxgate demo` and the commands it prints (demo_test.go).
+//   - Fraud detection: ban lifecycle, kill -9, NAT office, backup and restore
+//     (fraud_test.go).
+//   - SIP with sipp on both sides (sip_test.go, sip_policy_test.go, scenarios
+//     in testdata/sipp): calls and REGISTERs over UDP, TCP and TLS (through
+//     socat, Debian's sipp has no TLS), incoming calls through a phone's flow,
+//     brand and company call limits (403 out, 486 in), roadwarriors, the
+//     company IP filter from many 127/8 sources, anti-flood trip and
+//     recovery, the trusted exemption, scanner User-Agents, and REGISTER
+//     brute force against a PBX answering 401 or 403 ending in a ban.
 //
 // Debian packages the suite needs (a test fails, naming the package, when
-// one is missing): curl, ldap-utils (ldapsearch), slapd. Traffic stays on
-// 127.0.0.1.
+// one is missing): curl, ldap-utils (ldapsearch), slapd, sip-tester (sipp),
+// socat. Traffic stays on 127.0.0.0/8.
 package e2e
