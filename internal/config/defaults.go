@@ -271,6 +271,7 @@ func (c *Config) ApplyDefaults() {
 
 func (s *SIP) applyDefaults() {
 	s.Trusted = nilIfEmpty(s.Trusted)
+	s.UDP.UpstreamAddresses = nilIfEmpty(s.UDP.UpstreamAddresses)
 	setDur(&s.Flood.Window, DefaultSIPFloodWindow)
 	setInt(&s.Flood.Limit, DefaultSIPFloodLimit)
 	setDur(&s.Flood.BlockFor, DefaultSIPFloodBlockFor)

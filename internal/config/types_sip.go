@@ -52,6 +52,12 @@ type SIPFlood struct {
 type SIPUDP struct {
 	// MaxFlows caps the flows open at once. Default 100000.
 	MaxFlows int `yaml:"max_flows"`
+	// UpstreamAddresses are the local addresses flows toward the PBX are
+	// opened from, spread over them. Each flow needs a local port of its
+	// own toward its backend, so one address carries at most as many
+	// flows per backend as the kernel's ephemeral port range. Default:
+	// none, the kernel picks the address.
+	UpstreamAddresses []string `yaml:"upstream_addresses"`
 }
 
 // SIPCalls tunes dialog tracking.

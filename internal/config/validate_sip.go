@@ -190,6 +190,11 @@ func (k *checker) sip(services map[string]*Service) {
 	}
 	k.between("sip.max_message", s.MaxMessage, minSIPMaxMessage, sip.DefaultMaxMessage)
 	k.between("sip.udp.max_flows", s.UDP.MaxFlows, 1, maxSIPMaxFlows)
+	for i, a := range s.UDP.UpstreamAddresses {
+		if ip, err := netip.ParseAddr(a); err != nil || ip.Zone() != "" {
+			k.add(indexPath("sip.udp.upstream_addresses", i), "%q is not an IP address (no zone)", clip(a, 64))
+		}
+	}
 	if s.IdleTimeout < minSIPIdle {
 		k.add("sip.idle_timeout", "%s is shorter than %s: phones re-register less often, and incoming calls would find no flow", s.IdleTimeout, minSIPIdle)
 	}
@@ -290,6 +295,18 @@ func (k *checker) company(cp string, co *Company, services map[string]*Service, 
 // TrustedNetworks returns the parsed sip.trusted networks; invalid entries are
 // skipped (Validate reports them).
 func (s *SIP) TrustedNetworks() []netip.Prefix { return parseNetworks(s.Trusted) }
+
+// Upstreams returns the parsed sip.udp.upstream_addresses; invalid entries
+// are skipped (Validate reports them).
+func (s *SIP) Upstreams() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range s.UDP.UpstreamAddresses {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out
+}
 
 // Networks returns a company's parsed allowed_networks.
 func (co *Company) Networks() []netip.Prefix { return parseNetworks(co.AllowedNetworks) }

@@ -136,6 +136,7 @@ func (g *Gateway) udpConfig(rt *runtime, lc config.Listener) udprelay.Config {
 	c.MaxFlows = rt.cfg.SIP.UDP.MaxFlows
 	c.IdleTimeout = rt.cfg.SIP.IdleTimeout.D()
 	c.MaxDatagram = rt.cfg.SIP.MaxMessage
+	c.UpstreamLocals = rt.cfg.SIP.Upstreams()
 	return c
 }
 

@@ -502,3 +502,34 @@ func TestWebSocketWithoutBackend(t *testing.T) {
 		t.Fatalf("got %q, %v; want 503", b, err)
 	}
 }
+
+// TestStreamConnBuffers: messages larger than the small buffer grow into a
+// pooled or larger one and come back whole; once nothing is pending the
+// connection is back on its small buffer.
+func TestStreamConnBuffers(t *testing.T) {
+	small := register("100", "pbx.example.com", "s1")
+	big := msg{method: "INVITE", from: "a@pbx.example.com", to: "b@pbx.example.com", callID: "big", body: strings.Repeat("a=x\r\n", 2000)}.bytes()
+	mid := msg{method: "INVITE", from: "a@pbx.example.com", to: "b@pbx.example.com", callID: "mid", body: strings.Repeat("a=y\r\n", 500)}.bytes()
+	var in []byte
+	for _, b := range [][]byte{small, big, []byte("\r\n\r\n"), small, mid, small} {
+		in = append(in, b...)
+	}
+	sc := newStreamConn(newPipeConn(in), 65535)
+	for i, want := range [][]byte{small, big, []byte("\r\n\r\n"), small, mid, small} {
+		var m sip.Message
+		b, ka, err := sc.ReadMsg(&m)
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if !bytes.Equal(b, want) || ka != (i == 2) {
+			t.Fatalf("message %d: got %d bytes (keep-alive %v), want %d", i, len(b), ka, len(want))
+		}
+	}
+	var m sip.Message
+	if _, _, err := sc.ReadMsg(&m); err != io.EOF {
+		t.Fatalf("after the last message: %v, want EOF", err)
+	}
+	if sc.pooled != nil || len(sc.buf) != smallReadBuf {
+		t.Errorf("idle connection holds a %d-byte buffer (pooled %v)", len(sc.buf), sc.pooled != nil)
+	}
+}

@@ -32,6 +32,12 @@ type WSBackend struct {
 // Subprotocol is the WebSocket subprotocol of SIP (RFC 7118).
 const Subprotocol = "sip"
 
+// WebSocket buffers: a small read buffer per connection, write buffers
+// taken from a pool only while a message is written.
+const wsReadBuf = 1024
+
+var wsWritePool = &sync.Pool{}
+
 // NewWSDialer returns a dialer for backend WebSockets offering the sip
 // subprotocol. tlsDial, if set, is used for wss.
 func NewWSDialer(connectTimeout time.Duration, netDial func(ctx context.Context, network, addr string) (net.Conn, error)) *websocket.Dialer {
@@ -39,8 +45,8 @@ func NewWSDialer(connectTimeout time.Duration, netDial func(ctx context.Context,
 		NetDialContext:   netDial,
 		HandshakeTimeout: connectTimeout,
 		Subprotocols:     []string{Subprotocol},
-		ReadBufferSize:   minReadBuf,
-		WriteBufferSize:  minReadBuf,
+		ReadBufferSize:   wsReadBuf,
+		WriteBufferPool:  wsWritePool,
 	}
 }
 
@@ -65,8 +71,8 @@ func IsSIPUpgrade(r *http.Request) bool {
 func (p *Policy) WebSocket(listener string, client func(*http.Request) netip.AddrPort) http.Handler {
 	up := &websocket.Upgrader{
 		Subprotocols:    []string{Subprotocol},
-		ReadBufferSize:  minReadBuf,
-		WriteBufferSize: minReadBuf,
+		ReadBufferSize:  wsReadBuf,
+		WriteBufferPool: wsWritePool,
 		// WebRTC phones are web pages served from anywhere; the
 		// WebSocket carries no cookie or ambient authority (SIP digest
 		// authentication runs inside it), so the Origin is not checked.
@@ -162,7 +168,7 @@ func (wc *wsConn) ReadMsg(m *sip.Message) ([]byte, bool, error) {
 			// RFC 7118: one message per WebSocket message, nothing more.
 			return nil, false, &sip.ParseError{Err: sip.ErrContentLength}
 		}
-		if wc.buf.Cap() > keepReadBuf {
+		if wc.buf.Cap() > pooledBuf {
 			// Give a large buffer back once its message is handled.
 			b = bytes.Clone(b)
 			wc.buf = bytes.Buffer{}

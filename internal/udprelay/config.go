@@ -99,9 +99,14 @@ type Config struct {
 	// are dropped (Stats.DroppedOversize; from a client also an event
 	// ReasonBadRequest). Default (0) 65535.
 	MaxDatagram int
-	// UpstreamLocal is the local address of upstream sockets (port chosen
-	// by the kernel). The zero value lets the kernel choose the address.
-	UpstreamLocal netip.Addr
+	// UpstreamLocals are the local addresses of upstream sockets (ports
+	// chosen by the kernel). Every flow needs a local port of its own
+	// toward its backend, so one address carries at most as many flows
+	// per backend as the kernel's ephemeral port range has ports
+	// (net.ipv4.ip_local_port_range); with several addresses, new flows
+	// are spread over them and move on to the next when one runs out.
+	// Empty lets the kernel choose the address.
+	UpstreamLocals []netip.Addr
 }
 
 // config is a validated Config with defaults applied.
@@ -127,8 +132,10 @@ func compile(c Config) (*config, error) {
 	if c.MaxDatagram < 0 || c.MaxDatagram > 65535 {
 		errs = append(errs, fmt.Errorf("MaxDatagram: %d is outside 1..65535", c.MaxDatagram))
 	}
-	if c.UpstreamLocal.IsValid() && c.UpstreamLocal.Zone() != "" {
-		errs = append(errs, fmt.Errorf("UpstreamLocal: %v has a zone", c.UpstreamLocal))
+	for _, a := range c.UpstreamLocals {
+		if !a.IsValid() || a.Zone() != "" {
+			errs = append(errs, fmt.Errorf("UpstreamLocals: %v is not an address without a zone", a))
+		}
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("udprelay: invalid config: %w", errors.Join(errs...))
@@ -147,7 +154,10 @@ func compile(c Config) (*config, error) {
 	if out.MaxDatagram == 0 {
 		out.MaxDatagram = DefaultMaxDatagram
 	}
-	out.UpstreamLocal = out.UpstreamLocal.Unmap()
+	out.UpstreamLocals = make([]netip.Addr, len(c.UpstreamLocals))
+	for i, a := range c.UpstreamLocals {
+		out.UpstreamLocals[i] = a.Unmap()
+	}
 	return out, nil
 }
 

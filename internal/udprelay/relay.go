@@ -120,6 +120,8 @@ type Relay struct {
 
 	cfg atomic.Pointer[config]
 	st  counters
+	// nextLocal rotates new flows over Config.UpstreamLocals.
+	nextLocal atomic.Uint32
 
 	// Set before ServePacket starts its goroutines, then read-only.
 	pc  net.PacketConn
@@ -439,7 +441,7 @@ func (r *Relay) open(cfg *config, b []byte, from, src netip.AddrPort, now int64,
 		return nil, nil
 	}
 
-	up, err := dial(cfg.UpstreamLocal, backend)
+	up, err := r.dial(cfg.UpstreamLocals, backend)
 	if err != nil {
 		r.st.errorDrop.Add(1)
 		r.emit(event.BackendUnreachable, src.Addr(), event.ReasonDial, err.Error())
@@ -475,17 +477,31 @@ func (r *Relay) open(cfg *config, b []byte, from, src netip.AddrPort, now int64,
 	return f, b
 }
 
-// dial opens the upstream socket of a flow, connected to backend.
-func dial(local netip.Addr, backend netip.AddrPort) (*net.UDPConn, error) {
-	var laddr *net.UDPAddr
-	if local.IsValid() {
-		laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0))
+// dial opens the upstream socket of a flow, connected to backend, from
+// the next of locals (round robin) that still has a free port.
+func (r *Relay) dial(locals []netip.Addr, backend netip.AddrPort) (*net.UDPConn, error) {
+	baddr := net.UDPAddrFromAddrPort(backend)
+	if len(locals) == 0 {
+		up, err := net.DialUDP("udp", nil, baddr)
+		if err != nil {
+			return nil, fmt.Errorf("udprelay: upstream socket to %v: %w", backend, err)
+		}
+		return up, nil
 	}
-	up, err := net.DialUDP("udp", laddr, net.UDPAddrFromAddrPort(backend))
-	if err != nil {
-		return nil, fmt.Errorf("udprelay: upstream socket to %v: %w", backend, err)
+	var err error
+	start := r.nextLocal.Add(1)
+	for i := range uint32(len(locals)) {
+		local := locals[(start+i)%uint32(len(locals))]
+		var up *net.UDPConn
+		up, err = net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0)), baddr)
+		if err == nil {
+			return up, nil
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) && !errors.Is(err, syscall.EAGAIN) {
+			break // not a full port range: the next address would fail alike
+		}
 	}
-	return up, nil
+	return nil, fmt.Errorf("udprelay: upstream socket to %v: %w", backend, err)
 }
 
 // newIDLocked returns an upstream reader key not in use.

@@ -427,7 +427,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no route", Config{}, []string{"Route: required"}},
 		{"all bad", Config{MaxFlows: -1, IdleTimeout: -1, EvictIdle: -1, MaxDatagram: 65536},
 			[]string{"Route", "MaxFlows", "IdleTimeout", "EvictIdle", "MaxDatagram"}},
-		{"zone", Config{Route: route, UpstreamLocal: netip.MustParseAddr("fe80::1%eth0")}, []string{"UpstreamLocal"}},
+		{"zone", Config{Route: route, UpstreamLocals: []netip.Addr{netip.MustParseAddr("fe80::1%eth0")}}, []string{"UpstreamLocals"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := New(tc.cfg, Options{})
@@ -477,5 +477,21 @@ func TestDualStack(t *testing.T) {
 	}
 	if n := h.r.CloseFrom(netip.MustParsePrefix("127.0.0.0/8")); n != 1 {
 		t.Errorf("CloseFrom(127.0.0.0/8) = %d, want 1", n)
+	}
+}
+
+// TestUpstreamLocals: new flows are spread over the configured local
+// addresses.
+func TestUpstreamLocals(t *testing.T) {
+	locals := []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3")}
+	h := start(t, "127.0.0.1", Config{UpstreamLocals: locals}, nil)
+	seen := map[netip.Addr]int{}
+	for range 4 {
+		c := listenUDP(t, "127.0.0.1:0")
+		up := h.roundTrip(c, "REGISTER")
+		seen[up.Addr()]++
+	}
+	if seen[locals[0]] != 2 || seen[locals[1]] != 2 {
+		t.Errorf("upstream addresses used %v, want 2 flows on each of %v", seen, locals)
 	}
 }
