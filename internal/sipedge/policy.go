@@ -100,6 +100,30 @@ type Policy struct {
 
 	closeOnce sync.Once
 	quit      chan struct{}
+
+	watchOnce sync.Once
+	watch     *watcher // nil until a stream needs it, or where there is no epoll
+	watchMu   sync.Mutex
+	closed    bool
+}
+
+// watcher returns the backend watcher, starting it on first use; nil
+// where there is none (the caller reads with a goroutine instead).
+func (p *Policy) watcher() *watcher {
+	p.watchOnce.Do(func() {
+		p.watchMu.Lock()
+		defer p.watchMu.Unlock()
+		if p.closed {
+			return
+		}
+		w, err := newWatcher()
+		if err != nil {
+			p.log.Debug("backend connections are read with a goroutine each", "err", err)
+			return
+		}
+		p.watch = w
+	})
+	return p.watch
 }
 
 // table is a Config ready for lookups.
@@ -222,7 +246,15 @@ func (p *Policy) Run(ctx context.Context) error {
 
 // Close stops Run. It is idempotent.
 func (p *Policy) Close() error {
-	p.closeOnce.Do(func() { close(p.quit) })
+	p.closeOnce.Do(func() {
+		close(p.quit)
+		p.watchMu.Lock()
+		p.closed = true
+		if p.watch != nil {
+			p.watch.close()
+		}
+		p.watchMu.Unlock()
+	})
 	return nil
 }
 

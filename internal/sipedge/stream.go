@@ -11,6 +11,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pbxgate/pbxgate/internal/event"
@@ -140,6 +141,11 @@ func (p *Policy) serve(ctx context.Context, s *session, cl msgConn, dial dialFun
 
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
+	if sc, ok := be.(*streamConn); ok && sc.raw != nil {
+		if w := p.watcher(); w != nil {
+			return p.serveWatched(s, cl, sc, w, first, &m, &last, idle)
+		}
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -151,6 +157,53 @@ func (p *Policy) serve(ctx context.Context, s *session, cl msgConn, dial dialFun
 	}
 	be.Close() // ends the backend pump
 	<-done
+	return nil
+}
+
+// serveWatched is serve's relay for a plain TCP backend on Linux: the
+// backend side has no goroutine while it is quiet; the watcher starts one
+// when the PBX sends something.
+func (p *Policy) serveWatched(s *session, cl msgConn, be *streamConn, w *watcher, first []byte, m *sip.Message, last *atomic.Int64, idle time.Duration) error {
+	var bm sip.Message // only the one goroutine serving the backend uses it
+	var wd *watched
+	drain := func() {
+		for {
+			b, ka, err := be.tryReadMsg(&bm)
+			switch {
+			case errors.Is(err, errWouldBlock):
+				if w.rearm(wd) != nil {
+					cl.Close()
+				}
+				return
+			case err != nil:
+				p.readFailed(s, err, true)
+				cl.Close() // ends the client pump, which ends serve
+				return
+			}
+			last.Store(time.Now().UnixNano())
+			if ka {
+				if cl.WriteMsg(b) != nil {
+					cl.Close()
+					return
+				}
+				continue
+			}
+			if !p.handle(s, b, &bm, be, cl, false) {
+				cl.Close()
+				return
+			}
+		}
+	}
+	wd, err := w.add(be.raw, drain)
+	if err != nil {
+		be.Close()
+		return err
+	}
+	if p.handle(s, first, m, cl, be, true) {
+		p.pump(s, cl, be, true, last, idle)
+	}
+	w.remove(wd) // waits for a drain in progress
+	be.Close()
 	return nil
 }
 
@@ -247,6 +300,7 @@ func ignoreClosed(err error) error {
 // streamConn frames SIP messages on a TCP or TLS connection.
 type streamConn struct {
 	c      net.Conn
+	raw    syscall.RawConn // plain TCP only: for reads without blocking
 	fr     sip.Framer
 	buf    []byte     // small[:], *pooled or a grown buffer
 	pooled *[]byte    // the pool's buffer buf is, if any
@@ -260,10 +314,30 @@ type streamConn struct {
 func newStreamConn(c net.Conn, maxMessage int) *streamConn {
 	sc := &streamConn{c: c, fr: sip.Framer{MaxMessage: maxMessage}}
 	sc.buf = sc.small[:]
+	if tc, ok := c.(*net.TCPConn); ok {
+		sc.raw, _ = tc.SyscallConn()
+	}
 	return sc
 }
 
+// errWouldBlock: tryReadMsg has no complete message and nothing more to
+// read now.
+var errWouldBlock = errors.New("sipedge: would block")
+
+var errEOF = io.EOF
+
 func (sc *streamConn) ReadMsg(m *sip.Message) ([]byte, bool, error) {
+	return sc.readMsg(m, false)
+}
+
+// tryReadMsg is ReadMsg without blocking (plain TCP only): it returns
+// errWouldBlock when no complete message is buffered and the socket has
+// nothing more.
+func (sc *streamConn) tryReadMsg(m *sip.Message) ([]byte, bool, error) {
+	return sc.readMsg(m, true)
+}
+
+func (sc *streamConn) readMsg(m *sip.Message, nonblock bool) ([]byte, bool, error) {
 	for {
 		if sc.end > sc.start {
 			n, ka, err := sc.fr.Next(sc.buf[sc.start:sc.end], m)
@@ -276,7 +350,7 @@ func (sc *streamConn) ReadMsg(m *sip.Message) ([]byte, bool, error) {
 				return b, ka, nil
 			}
 		}
-		if err := sc.fill(); err != nil {
+		if err := sc.fill(nonblock); err != nil {
 			return nil, false, err
 		}
 	}
@@ -286,7 +360,7 @@ func (sc *streamConn) ReadMsg(m *sip.Message) ([]byte, bool, error) {
 // is done with the last message returned, so consumed bytes can go: an
 // empty buffer returns to the small one, pending bytes move to the front,
 // a full buffer grows (the Framer bounds messages, so up to MaxMessage).
-func (sc *streamConn) fill() error {
+func (sc *streamConn) fill(nonblock bool) error {
 	pending := sc.end - sc.start
 	switch {
 	case pending == 0:
@@ -308,7 +382,13 @@ func (sc *streamConn) fill() error {
 		sc.putPooled()
 		sc.buf, sc.pooled = nb, pooled
 	}
-	n, err := sc.c.Read(sc.buf[sc.end:])
+	var n int
+	var err error
+	if nonblock {
+		n, err = tryRead(sc.raw, sc.buf[sc.end:])
+	} else {
+		n, err = sc.c.Read(sc.buf[sc.end:])
+	}
 	sc.end += n
 	if n > 0 {
 		return nil
