@@ -4,9 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pbxgate/pbxgate/internal/epoll"
 )
 
 // maxReadsPerEvent bounds the datagrams read from one upstream socket per
@@ -14,100 +15,53 @@ import (
 // set is level-triggered, so what is left is reported again.
 const maxReadsPerEvent = 16
 
-// epollUpstreams watches every upstream socket with one epoll instance.
-// The epoll descriptor is itself registered with Go's poller, so the
-// reading goroutine parks like any network read instead of blocking a
-// thread. Each socket stays a *net.UDPConn: its Close is safe against a
-// read in progress, and closing it removes it from the epoll set.
+// epollUpstreams watches every upstream socket with one epoll set (see
+// package epoll). Each socket stays a *net.UDPConn: its Close is safe
+// against a read in progress, and closing it removes it from the set.
 type epollUpstreams struct {
-	r    *Relay
-	file *os.File // the epoll descriptor
-	rc   syscall.RawConn
+	r   *Relay
+	set *epoll.Set
 
 	// Owned by run.
-	evs     [128]unix.EpollEvent
-	n       int
-	werr    error
 	buf     []byte
 	scratch []byte // handed to Inspect
 	rn      int
 	rerr    error
-	waitFn  func(uintptr) bool
 	readFn  func(uintptr) bool
 }
 
 func newUpstreams(r *Relay) (upstreams, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	set, err := epoll.New("udprelay-epoll")
 	if err != nil {
-		return nil, fmt.Errorf("udprelay: epoll_create1: %w", err)
+		return nil, fmt.Errorf("udprelay: %w", err)
 	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		_ = unix.Close(epfd)
-		return nil, fmt.Errorf("udprelay: epoll nonblock: %w", err)
-	}
-	file := os.NewFile(uintptr(epfd), "udprelay-epoll")
-	rc, err := file.SyscallConn()
-	if err != nil {
-		_ = file.Close()
-		return nil, fmt.Errorf("udprelay: epoll: %w", err)
-	}
-	u := &epollUpstreams{r: r, file: file, rc: rc, buf: make([]byte, bufSize), scratch: make([]byte, ScratchSize)}
-	u.waitFn = u.wait
+	u := &epollUpstreams{r: r, set: set, buf: make([]byte, bufSize), scratch: make([]byte, ScratchSize)}
 	u.readFn = u.read
 	return u, nil
 }
 
 func (u *epollUpstreams) add(f *Flow) error {
-	var cerr error
-	err := u.rc.Control(func(epfd uintptr) {
-		err := f.rc.Control(func(fd uintptr) {
-			ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(f.id)}
-			cerr = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_ADD, int(fd), &ev)
-		})
-		if cerr == nil {
-			cerr = err
-		}
-	})
-	if err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("udprelay: epoll_ctl: %w", err)
+	if err := u.set.Ctl(unix.EPOLL_CTL_ADD, f.rc, unix.EPOLLIN, uint64(f.id)); err != nil {
+		return fmt.Errorf("udprelay: %w", err)
 	}
 	return nil
 }
 
-func (u *epollUpstreams) close() { _ = u.file.Close() }
+func (u *epollUpstreams) close() { _ = u.set.Close() }
 
 // run reads ready sockets until close.
 func (u *epollUpstreams) run() {
 	for {
-		if err := u.rc.Read(u.waitFn); err != nil {
-			return // closed
-		}
-		if u.werr != nil {
-			u.r.log.Error("udp upstream epoll_wait failed", "err", u.werr)
+		evs, err := u.set.Wait()
+		if err != nil {
+			if !errors.Is(err, os.ErrClosed) {
+				u.r.log.Error("udp upstreams not watched any more", "err", err)
+			}
 			return
 		}
-		for i := range u.n {
-			u.serve(uint32(u.evs[i].Fd))
+		for _, ev := range evs {
+			u.serve(uint32(epoll.Key(ev)))
 		}
-	}
-}
-
-// wait collects ready sockets without blocking; false parks the goroutine
-// until the epoll descriptor is readable.
-func (u *epollUpstreams) wait(epfd uintptr) bool {
-	n, err := unix.EpollWait(int(epfd), u.evs[:], 0)
-	u.n = max(n, 0)
-	switch {
-	case err == nil:
-		return n > 0
-	case errors.Is(err, unix.EINTR):
-		return true
-	default:
-		u.werr = err
-		return true
 	}
 }
 
