@@ -17,17 +17,8 @@ import (
 
 	"github.com/pbxgate/pbxgate/internal/event"
 	"github.com/pbxgate/pbxgate/internal/sip"
+	"github.com/pbxgate/pbxgate/internal/siptest"
 )
-
-// sipAnswer is a PBX's 200 to any request, or nil.
-func sipAnswer(b []byte) []byte {
-	var m sip.Message
-	if sip.Parse(b, &m) != nil || !m.Request || string(m.Method) == "ACK" {
-		return nil
-	}
-	out, _ := sip.AppendResponse(nil, b, &m, 200, "", []byte("pbx"))
-	return out
-}
 
 // sipPBX answers 200 to every request over UDP, TCP and WebSocket on
 // loopback and returns its UDP/TCP address and WebSocket URL.
@@ -47,16 +38,7 @@ func sipPBX(t *testing.T) (addr, wsURL string) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := ul.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if out := sipAnswer(buf[:n]); out != nil {
-				ul.WriteTo(out, from)
-			}
-		}
+		siptest.ServeUDP(ul, siptest.OK)
 	}()
 	go func() {
 		defer wg.Done()
@@ -69,48 +51,11 @@ func sipPBX(t *testing.T) (addr, wsURL string) {
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				var fr sip.Framer
-				var buf []byte
-				tmp := make([]byte, 4096)
-				for {
-					n, err := c.Read(tmp)
-					if err != nil {
-						return
-					}
-					buf = append(buf, tmp[:n]...)
-					for {
-						k, ka, err := fr.Next(buf, nil)
-						if err != nil || k == 0 {
-							break
-						}
-						if !ka {
-							if out := sipAnswer(buf[:k]); out != nil {
-								c.Write(out)
-							}
-						}
-						buf = buf[k:]
-					}
-				}
+				siptest.ServeStream(c, c, siptest.OK)
 			}()
 		}
 	}()
-	up := websocket.Upgrader{Subprotocols: []string{"sip"}}
-	ws := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		for {
-			_, b, err := c.ReadMessage()
-			if err != nil {
-				return
-			}
-			if out := sipAnswer(b); out != nil {
-				c.WriteMessage(websocket.TextMessage, out)
-			}
-		}
-	}))
+	ws := httptest.NewServer(siptest.WebSocket(siptest.OK))
 	t.Cleanup(ws.Close)
 	return addr, "ws" + strings.TrimPrefix(ws.URL, "http")
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/pbxgate/pbxgate/internal/event"
 	"github.com/pbxgate/pbxgate/internal/sip"
+	"github.com/pbxgate/pbxgate/internal/siptest"
 	"github.com/pbxgate/pbxgate/internal/udprelay"
 )
 
@@ -92,29 +93,7 @@ func (pbx *fakePBX) serveTCP(t *testing.T, ln net.Listener) {
 					io.ReadFull(br, body)
 					pbx.record(append(hdr, body...))
 				}
-				var fr sip.Framer
-				var buf []byte
-				tmp := make([]byte, 4096)
-				for {
-					n, err := br.Read(tmp)
-					if err != nil {
-						return
-					}
-					buf = append(buf, tmp[:n]...)
-					for {
-						var m sip.Message
-						k, ka, err := fr.Next(buf, &m)
-						if err != nil || k == 0 {
-							break
-						}
-						if !ka {
-							if out := pbx.answer(buf[:k]); out != nil {
-								c.Write(out)
-							}
-						}
-						buf = buf[k:]
-					}
-				}
+				siptest.ServeStream(br, c, pbx.answer)
 			}()
 		}
 	}()
@@ -414,23 +393,7 @@ func TestUDPAnswersAndHeader(t *testing.T) {
 
 // wsPBX is a PBX's SIP WebSocket endpoint.
 func wsPBX(t *testing.T, pbx *fakePBX) *httptest.Server {
-	up := websocket.Upgrader{Subprotocols: []string{"sip"}}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		for {
-			_, b, err := c.ReadMessage()
-			if err != nil {
-				return
-			}
-			if out := pbx.answer(b); out != nil {
-				c.WriteMessage(websocket.TextMessage, out)
-			}
-		}
-	}))
+	srv := httptest.NewServer(siptest.WebSocket(pbx.answer))
 	t.Cleanup(srv.Close)
 	return srv
 }

@@ -1,0 +1,97 @@
+// Package siptest has the PBX stand-ins of Go tests: loops that read SIP
+// messages from a stream, a UDP socket or a WebSocket and send back what
+// an answer function returns. Tests of the SIP edge and of the gateway
+// share them; the end-to-end tests use sipp instead.
+package siptest
+
+import (
+	"io"
+	"net"
+	"net/http"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/pbxgate/pbxgate/internal/sip"
+)
+
+// Answer returns the reply to one message, or nil for none.
+type Answer func(msg []byte) []byte
+
+// OK answers 200 to every request but ACK; responses get nothing.
+func OK(b []byte) []byte {
+	var m sip.Message
+	if sip.Parse(b, &m) != nil || !m.Request || string(m.Method) == "ACK" {
+		return nil
+	}
+	out, err := sip.AppendResponse(nil, b, &m, 200, "", []byte("pbxtag"))
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
+// ServeStream frames the messages read from r (keep-alives skipped) and
+// writes answer's replies to w until r fails or sends what is not SIP.
+func ServeStream(r io.Reader, w io.Writer, answer Answer) {
+	var fr sip.Framer
+	var buf []byte
+	tmp := make([]byte, 4096)
+	for {
+		n, err := r.Read(tmp)
+		if err != nil {
+			return
+		}
+		buf = append(buf, tmp[:n]...)
+		for {
+			k, ka, err := fr.Next(buf, nil)
+			if err != nil {
+				return
+			}
+			if k == 0 {
+				break
+			}
+			if !ka {
+				if out := answer(buf[:k]); out != nil {
+					w.Write(out)
+				}
+			}
+			buf = buf[k:]
+		}
+	}
+}
+
+// ServeUDP answers the datagrams read from pc until it is closed.
+func ServeUDP(pc net.PacketConn, answer Answer) {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		if out := answer(buf[:n]); out != nil {
+			pc.WriteTo(out, from)
+		}
+	}
+}
+
+// WebSocket is a PBX's SIP WebSocket endpoint (subprotocol "sip"): one
+// message per WebSocket message, answered in a text message.
+func WebSocket(answer Answer) http.Handler {
+	up := websocket.Upgrader{Subprotocols: []string{"sip"}}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for {
+			_, b, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			if out := answer(b); out != nil {
+				c.WriteMessage(websocket.TextMessage, out)
+			}
+		}
+	})
+}
