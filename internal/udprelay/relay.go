@@ -238,6 +238,9 @@ func (r *Relay) ServePacket(ctx context.Context, pc net.PacketConn) error {
 	r.serving = true
 	r.pc = pc
 	r.apc, _ = pc.(addrPortConn)
+	if b, ok := pc.(interface{ SetReadBuffer(int) error }); ok {
+		_ = b.SetReadBuffer(PublicReadBuffer) // best effort: capped by net.core.rmem_max
+	}
 	up, err := newUpstreams(r)
 	if err != nil {
 		r.mu.Unlock()
@@ -486,6 +489,7 @@ func (r *Relay) dial(locals []netip.Addr, backend netip.AddrPort) (*net.UDPConn,
 		if err != nil {
 			return nil, fmt.Errorf("udprelay: upstream socket to %v: %w", backend, err)
 		}
+		_ = up.SetReadBuffer(UpstreamReadBuffer)
 		return up, nil
 	}
 	var err error
@@ -495,6 +499,7 @@ func (r *Relay) dial(locals []netip.Addr, backend netip.AddrPort) (*net.UDPConn,
 		var up *net.UDPConn
 		up, err = net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0)), baddr)
 		if err == nil {
+			_ = up.SetReadBuffer(UpstreamReadBuffer)
 			return up, nil
 		}
 		if !errors.Is(err, syscall.EADDRINUSE) && !errors.Is(err, syscall.EAGAIN) {
