@@ -131,6 +131,13 @@ func (p *Policy) serve(ctx context.Context, s *session, cl msgConn, dial dialFun
 		return nil
 	}
 	s.svc = svc
+	// The first request is judged before the PBX is dialled: a refused or
+	// flood-blocked source costs no backend connection.
+	v := p.decide(s, &m, true)
+	if !v.forward {
+		p.apply(s, first, &m, v, cl, nil, true)
+		return nil
+	}
 	be, err := dial(ctx, svc)
 	if err != nil {
 		p.emit(s, event.BackendUnreachable, event.ReasonDial, string(m.From.User), err.Error())
@@ -143,7 +150,7 @@ func (p *Policy) serve(ctx context.Context, s *session, cl msgConn, dial dialFun
 	last.Store(time.Now().UnixNano())
 	if sc, ok := be.(*streamConn); ok && sc.raw != nil {
 		if w := p.watcher(); w != nil {
-			return p.serveWatched(s, cl, sc, w, first, &m, &last, idle)
+			return p.serveWatched(s, cl, sc, w, first, &m, v, &last, idle)
 		}
 	}
 	done := make(chan struct{})
@@ -152,7 +159,7 @@ func (p *Policy) serve(ctx context.Context, s *session, cl msgConn, dial dialFun
 		p.pump(s, be, cl, false, &last, idle)
 		cl.Close() // ends the client pump
 	}()
-	if p.handle(s, first, &m, cl, be, true) {
+	if p.apply(s, first, &m, v, cl, be, true) {
 		p.pump(s, cl, be, true, &last, idle)
 	}
 	be.Close() // ends the backend pump
@@ -163,7 +170,7 @@ func (p *Policy) serve(ctx context.Context, s *session, cl msgConn, dial dialFun
 // serveWatched is serve's relay for a plain TCP backend on Linux: the
 // backend side has no goroutine while it is quiet; the watcher starts one
 // when the PBX sends something.
-func (p *Policy) serveWatched(s *session, cl msgConn, be *streamConn, w *watcher, first []byte, m *sip.Message, last *atomic.Int64, idle time.Duration) error {
+func (p *Policy) serveWatched(s *session, cl msgConn, be *streamConn, w *watcher, first []byte, m *sip.Message, v verdict, last *atomic.Int64, idle time.Duration) error {
 	var bm sip.Message // only the one goroutine serving the backend uses it
 	var wd *watched
 	drain := func() {
@@ -199,7 +206,7 @@ func (p *Policy) serveWatched(s *session, cl msgConn, be *streamConn, w *watcher
 		be.Close()
 		return err
 	}
-	if p.handle(s, first, m, cl, be, true) {
+	if p.apply(s, first, m, v, cl, be, true) {
 		p.pump(s, cl, be, true, last, idle)
 	}
 	w.remove(wd) // waits for a drain in progress
@@ -239,14 +246,22 @@ func (p *Policy) pump(s *session, src, dst msgConn, fromClient bool, last *atomi
 // peer or answers it. It returns false when the relay must end (a write
 // failed).
 func (p *Policy) handle(s *session, b []byte, m *sip.Message, sender, peer msgConn, fromClient bool) bool {
-	var v verdict
+	return p.apply(s, b, m, p.decide(s, m, fromClient), sender, peer, fromClient)
+}
+
+// decide applies the policy to one message.
+func (p *Policy) decide(s *session, m *sip.Message, fromClient bool) verdict {
 	if fromClient {
 		s.lm.in.Inc()
-		v = p.fromClient(s, m)
-	} else {
-		s.lm.out.Inc()
-		v = p.fromBackend(s, m)
+		return p.fromClient(s, m)
 	}
+	s.lm.out.Inc()
+	return p.fromBackend(s, m)
+}
+
+// apply carries out a verdict on one message: the answer to sender, the
+// message (rewritten) to peer. It returns false when a write failed.
+func (p *Policy) apply(s *session, b []byte, m *sip.Message, v verdict, sender, peer msgConn, fromClient bool) bool {
 	if v.status > 0 && !p.answer(sender, b, m, v.status) {
 		return false
 	}

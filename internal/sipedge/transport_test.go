@@ -234,6 +234,9 @@ func TestStreamRefusals(t *testing.T) {
 	}{
 		{"unknown domain", register("100", "unknown.example.org", "u-1"), 404, event.ReasonUnknownDomain},
 		{"dead backend", register("100", "pbx.example.com", "d-1"), 503, event.ReasonDial},
+		// Refused before the PBX is dialled (the dead backend would say 503).
+		{"scanner", msg{method: "REGISTER", from: "1@pbx.example.com", to: "1@pbx.example.com", ua: "sipvicious"}.bytes(), 0, event.ReasonScanner},
+		{"outside the company network", register("alice", "hq.example.com", "n-1"), 403, event.ReasonNetwork},
 		{"response first", msg{status: 200, cseqMethod: "OPTIONS", from: "a@pbx.example.com", to: "b@pbx.example.com"}.bytes(), 0, event.ReasonBadRequest},
 		{"binary garbage", []byte("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\x00\xff"), 0, event.ReasonBadRequest},
 		{"folded header", []byte("REGISTER sip:pbx.example.com SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.7;branch=z9hG4bK1\r\nFrom: <sip:a@pbx.example.com>;tag=1\r\n  ;x=y\r\nTo: <sip:a@pbx.example.com>\r\nCall-ID: f\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"), 0, event.ReasonBadRequest},
