@@ -65,57 +65,11 @@ has_step() { [[ " $STEPS " == *" $1 "* ]]; }
 PIDS=()
 WORK=""
 LAST_PID=""
+# shellcheck source=lib.sh
+. "$BENCH_DIR/lib.sh" # cleanup, stop_wait, start, stop, render, cpu_idle
 
-cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in "${PIDS[@]}"; do
-		stop_wait "$pid"
-	done
-	if [[ -n "$WORK" && -d "$WORK" ]]; then
-		if [[ "$KEEP" == 1 ]]; then
-			log "kept $WORK"
-		else
-			rm -rf "$WORK"
-		fi
-	fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# stop_wait PID: wait up to 5 s for PID to exit after SIGTERM, then SIGKILL.
-stop_wait() {
-	local pid=$1 i
-	for ((i = 0; i < 50; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
-
-# start NAME CMD...: run CMD in the background, output to $WORK/NAME.log;
-# sets LAST_PID.
-start() {
-	local name=$1
-	shift
-	"$@" >"$WORK/$name.log" 2>&1 &
-	LAST_PID=$!
-	PIDS+=("$LAST_PID")
-}
-
-# stop PID: stop one process started with start.
-stop() {
-	local pid=$1 p keep=()
-	kill -TERM "$pid" 2>/dev/null || true
-	stop_wait "$pid"
-	for p in "${PIDS[@]}"; do
-		[[ "$p" == "$pid" ]] || keep+=("$p")
-	done
-	PIDS=("${keep[@]}")
-}
 
 # wait_port PORT PID NAME: wait up to 10 s until 127.0.0.1:PORT accepts.
 wait_port() {
@@ -200,15 +154,6 @@ HAP_HTTP=${ports[2]} HAP_HTTPS=${ports[3]} HAP_TCP=${ports[4]}
 PBX_HTTP=${ports[5]} PBX_HTTPS=${ports[6]} PBX_TCP=${ports[7]}
 "$B/benchutil" cert "$WORK"
 
-render() { # render TEMPLATE OUT KEY=VALUE...
-	local in=$1 out=$2 kv args=()
-	shift 2
-	for kv in "$@"; do
-		args+=(-e "s|@${kv%%=*}@|${kv#*=}|g")
-	done
-	sed "${args[@]}" "$in" >"$out"
-	! grep -v '^[[:space:]]*#' "$out" | grep '@[A-Z_]*@' || die "unfilled placeholder in $out"
-}
 render "$BENCH_DIR/haproxy.cfg.in" "$WORK/haproxy.cfg" THREADS="$THREADS" MAXCONN="$MAXCONN" \
 	HAP_HTTP="$HAP_HTTP" HAP_HTTPS="$HAP_HTTPS" HAP_TCP="$HAP_TCP" \
 	COMBINED_PEM="$WORK/combined.pem" ORIGIN_HTTP="$ORIGIN_HTTP" ORIGIN_TCP="$ORIGIN_TCP"
@@ -221,20 +166,6 @@ for access in false true; do
 done
 haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejected $WORK/haproxy.cfg"
 
-# ---------------------------------------------------------------------- meta
-# cpu_idle SECONDS: percent of all CPU time idle over the next SECONDS, to
-# tell whether something else was competing with the benchmark.
-cpu_idle() {
-	local a b
-	a=($(head -1 /proc/stat))
-	sleep "$1"
-	b=($(head -1 /proc/stat))
-	awk -v a="${a[*]}" -v b="${b[*]}" 'BEGIN{
-		n = split(a, x, " "); split(b, y, " "); t = 0
-		for (i = 2; i <= n; i++) t += y[i] - x[i]
-		idle = (y[5] - x[5]) + (y[6] - x[6])
-		printf "%.0f", (t > 0 ? 100 * idle / t : 0) }'
-}
 pbx_version=n/a
 if ((WAIT_IDLE > 0)); then
 	waited=0

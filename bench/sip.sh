@@ -113,57 +113,11 @@ posint BENCH_SIP_TLS_CONNS "$TLS_CONNS"
 PIDS=()
 WORK=""
 LAST_PID=""
+# shellcheck source=lib.sh
+. "$BENCH_DIR/lib.sh" # cleanup, stop_wait, start, stop, render, cpu_idle
 
-cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in "${PIDS[@]}"; do
-		stop_wait "$pid"
-	done
-	if [[ -n "$WORK" && -d "$WORK" ]]; then
-		if [[ "$KEEP" == 1 ]]; then
-			log "kept $WORK"
-		else
-			rm -rf "$WORK"
-		fi
-	fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# stop_wait PID: wait up to 5 s for PID to exit after SIGTERM, then SIGKILL.
-stop_wait() {
-	local pid=$1 i
-	for ((i = 0; i < 50; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
-
-# start NAME CMD...: run CMD in the background, output to $WORK/NAME.log;
-# sets LAST_PID.
-start() {
-	local name=$1
-	shift
-	"$@" >"$WORK/$name.log" 2>&1 &
-	LAST_PID=$!
-	PIDS+=("$LAST_PID")
-}
-
-# stop PID: stop one process started with start.
-stop() {
-	local pid=$1 p keep=()
-	kill -TERM "$pid" 2>/dev/null || true
-	stop_wait "$pid"
-	for p in "${PIDS[@]}"; do
-		[[ "$p" == "$pid" ]] || keep+=("$p")
-	done
-	PIDS=("${keep[@]}")
-}
 
 # wait_listen PROTO PORT PID NAME: wait up to 10 s until PID listens on
 # 127.0.0.1:PORT (PROTO tcp or udp).
@@ -240,15 +194,6 @@ read -r -d '' -a ports < <("$B/siputil" ports 7 && printf '\0')
 UAS_PORT=${ports[0]} UAC_PORT=${ports[1]} KAM_PORT=${ports[2]} PBX_PORT=${ports[3]}
 MEM_BACKEND=${ports[4]} PBX_MEM_PORT=${ports[5]} PBX_TLS_PORT=${ports[6]}
 
-render() { # render TEMPLATE OUT KEY=VALUE...
-	local in=$1 out=$2 kv args=()
-	shift 2
-	for kv in "$@"; do
-		args+=(-e "s|@${kv%%=*}@|${kv#*=}|g")
-	done
-	sed "${args[@]}" "$in" >"$out"
-	! grep -v '^[[:space:]]*#' "$out" | grep '@[A-Z_]*@' || die "unfilled placeholder in $out"
-}
 render "$SIPDIR/kamailio.cfg.in" "$WORK/kamailio.cfg" CHILDREN="$THREADS" KAM_PORT="$KAM_PORT" UAS_PORT="$UAS_PORT"
 kamailio -c -f "$WORK/kamailio.cfg" >"$WORK/kamailio-check.log" 2>&1 ||
 	{ cat "$WORK/kamailio-check.log" >&2; die "kamailio rejected $WORK/kamailio.cfg"; }
@@ -273,20 +218,6 @@ fi
 	for ((i = 1000; i < 2000; i++)); do echo "$i;"; done
 } >"$WORK/users.csv"
 
-# ---------------------------------------------------------------------- meta
-# cpu_idle SECONDS: percent of all CPU time idle over the next SECONDS, to
-# tell whether something else was competing with the benchmark.
-cpu_idle() {
-	local a b
-	a=($(head -1 /proc/stat))
-	sleep "$1"
-	b=($(head -1 /proc/stat))
-	awk -v a="${a[*]}" -v b="${b[*]}" 'BEGIN{
-		n = split(a, x, " "); split(b, y, " "); t = 0
-		for (i = 2; i <= n; i++) t += y[i] - x[i]
-		idle = (y[5] - x[5]) + (y[6] - x[6])
-		printf "%.0f", (t > 0 ? 100 * idle / t : 0) }'
-}
 if ((WAIT_IDLE > 0)); then
 	waited=0
 	while ((waited < WAIT_IDLE)); do

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/pbxgate/pbxgate/bench/internal/kv"
 )
 
 // results are the flat dotted key=value lines bench/run.sh appends to its
@@ -18,50 +19,19 @@ import (
 type results map[string]string
 
 func readResults(path string) (results, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	r := results{}
-	sc := bufio.NewScanner(f)
-	for line := 1; sc.Scan(); line++ {
-		text := strings.TrimSpace(sc.Text())
-		if text == "" || strings.HasPrefix(text, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(text, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("%s:%d: want key=value, got %q", path, line, text)
-		}
-		r[k] = v
-	}
-	return r, sc.Err()
+	r, err := kv.Read(path)
+	return results(r), err
 }
 
 // num returns the value of key as a number, and false when it is missing or
 // not a number.
-func (r results) num(key string) (float64, bool) {
-	v, err := strconv.ParseFloat(r[key], 64)
-	return v, err == nil
-}
+func (r results) num(key string) (float64, bool) { return kv.Results(r).Num(key) }
 
-// ratio returns a/b when both are present and b is not zero.
-func (r results) ratio(a, b string) (float64, bool) {
-	x, ok1 := r.num(a)
-	y, ok2 := r.num(b)
-	if !ok1 || !ok2 || y == 0 {
-		return 0, false
-	}
-	return x / y, true
-}
+// ratio returns a/b when both are present and b is positive.
+func (r results) ratio(a, b string) (float64, bool) { return kv.Results(r).Ratio(a, b) }
 
 // diff returns a-b when both are present.
-func (r results) diff(a, b string) (float64, bool) {
-	x, ok1 := r.num(a)
-	y, ok2 := r.num(b)
-	return x - y, ok1 && ok2
-}
+func (r results) diff(a, b string) (float64, bool) { return kv.Results(r).Diff(a, b) }
 
 func fmtNum(v float64, ok bool, format string) string {
 	if !ok {

@@ -1,0 +1,64 @@
+// Package kv reads the benchmark scripts' raw results: flat dotted
+// key=value lines such as "http.pbxgate.rps=51234.5" or
+// "call.kamailio.rate=9000", a later line for the same key winning, and
+// derives numbers from them. The report tools of bench/run.sh
+// (bench/benchutil) and bench/sip.sh (bench/siputil) share it.
+package kv
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Results maps keys to their raw values.
+type Results map[string]string
+
+// Read reads a raw results file; blank lines and # comments are skipped.
+func Read(path string) (Results, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r := Results{}
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(text, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%s:%d: want key=value, got %q", path, line, text)
+		}
+		r[k] = v
+	}
+	return r, sc.Err()
+}
+
+// Num returns the value of key as a number, and false when it is missing
+// or not a number.
+func (r Results) Num(key string) (float64, bool) {
+	v, err := strconv.ParseFloat(r[key], 64)
+	return v, err == nil
+}
+
+// Ratio returns a/b when both are present and b is positive.
+func (r Results) Ratio(a, b string) (float64, bool) {
+	x, ok1 := r.Num(a)
+	y, ok2 := r.Num(b)
+	if !ok1 || !ok2 || y <= 0 {
+		return 0, false
+	}
+	return x / y, true
+}
+
+// Diff returns a-b when both are present.
+func (r Results) Diff(a, b string) (float64, bool) {
+	x, ok1 := r.Num(a)
+	y, ok2 := r.Num(b)
+	return x - y, ok1 && ok2
+}

@@ -1,0 +1,81 @@
+# bench/lib.sh: process and template helpers the benchmark scripts share.
+# Sourced by bench/run.sh and bench/sip.sh after they define log, die, KEEP
+# and the arrays below; not meant to be run.
+#
+# PIDS are the processes started with start (stopped by cleanup on exit),
+# WORK the temporary directory (removed by cleanup unless KEEP=1), LAST_PID
+# the process start started last.
+
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		stop_wait "$pid"
+	done
+	if [[ -n "$WORK" && -d "$WORK" ]]; then
+		if [[ "$KEEP" == 1 ]]; then
+			log "kept $WORK"
+		else
+			rm -rf "$WORK"
+		fi
+	fi
+}
+
+# stop_wait PID: wait up to 5 s for PID to exit after SIGTERM, then SIGKILL.
+stop_wait() {
+	local pid=$1 i
+	for ((i = 0; i < 50; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+# start NAME CMD...: run CMD in the background, output to $WORK/NAME.log;
+# sets LAST_PID.
+start() {
+	local name=$1
+	shift
+	"$@" >"$WORK/$name.log" 2>&1 &
+	LAST_PID=$!
+	PIDS+=("$LAST_PID")
+}
+
+# stop PID: stop one process started with start.
+stop() {
+	local pid=$1 p keep=()
+	kill -TERM "$pid" 2>/dev/null || true
+	stop_wait "$pid"
+	for p in "${PIDS[@]}"; do
+		[[ "$p" == "$pid" ]] || keep+=("$p")
+	done
+	PIDS=("${keep[@]}")
+}
+
+render() { # render TEMPLATE OUT KEY=VALUE...
+	local in=$1 out=$2 kv args=()
+	shift 2
+	for kv in "$@"; do
+		args+=(-e "s|@${kv%%=*}@|${kv#*=}|g")
+	done
+	sed "${args[@]}" "$in" >"$out"
+	! grep -v '^[[:space:]]*#' "$out" | grep '@[A-Z_]*@' || die "unfilled placeholder in $out"
+}
+
+# ---------------------------------------------------------------------- meta
+# cpu_idle SECONDS: percent of all CPU time idle over the next SECONDS, to
+# tell whether something else was competing with the benchmark.
+cpu_idle() {
+	local a b
+	a=($(head -1 /proc/stat))
+	sleep "$1"
+	b=($(head -1 /proc/stat))
+	awk -v a="${a[*]}" -v b="${b[*]}" 'BEGIN{
+		n = split(a, x, " "); split(b, y, " "); t = 0
+		for (i = 2; i <= n; i++) t += y[i] - x[i]
+		idle = (y[5] - x[5]) + (y[6] - x[6])
+		printf "%.0f", (t > 0 ? 100 * idle / t : 0) }'
+}
