@@ -109,6 +109,9 @@ func (e *Engine) Unban(ctx context.Context, p netip.Prefix) (store.Entry, bool, 
 	exp, inMem := e.guard.remove(p)
 	e.persistMu.Unlock()
 	e.forget(p)
+	if e.onLift != nil {
+		e.onLift(p)
+	}
 	if !found && inMem {
 		// The ban's store write had failed; report what memory knew.
 		ent, found = store.Entry{List: store.Blacklist, Prefix: p, Expires: fromNanos(exp)}, true
@@ -158,6 +161,9 @@ func (e *Engine) Allow(ctx context.Context, p netip.Prefix, d time.Duration, not
 		return store.Entry{}, fmt.Errorf("fraud: allow %s: %w", p, err)
 	}
 	e.wl.set(p, nanos(ent.Expires))
+	if e.onLift != nil {
+		e.onLift(p)
+	}
 	e.log.LogAttrs(ctx, slog.LevelInfo, "source whitelisted",
 		slog.String("src", p.String()), slog.Duration("for", d), slog.String("note", clipNote(note)))
 

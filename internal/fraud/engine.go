@@ -38,6 +38,12 @@ type Options struct {
 	// must not call back into the engine's write methods. Nil means nothing
 	// is done.
 	OnBan func(p netip.Prefix)
+	// OnLift is called when an operator lifts bans: after Unban of p (an
+	// entry was found or not) and after Allow of p, so that the gateway
+	// can forget what else it holds against the sources inside p (a SIP
+	// flood block). It must not call back into the engine's write
+	// methods. Nil means nothing is done.
+	OnLift func(p netip.Prefix)
 }
 
 // banWriteTimeout bounds the store writes of one automatic ban, so a stuck
@@ -51,6 +57,7 @@ type Engine struct {
 	clock  func() time.Time
 	recent func(netip.Addr, int) []event.Event
 	onBan  func(netip.Prefix)
+	onLift func(netip.Prefix)
 	st     store.Store
 
 	pol    atomic.Pointer[policy]
@@ -117,6 +124,7 @@ func New(cfg Config, st store.Store, o Options) (*Engine, error) {
 		clock:  o.Now,
 		recent: o.Recent,
 		onBan:  o.OnBan,
+		onLift: o.OnLift,
 		st:     st,
 		seed:   rand.Uint64(),
 		userHS: maphash.MakeSeed(),

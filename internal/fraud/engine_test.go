@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -758,5 +759,23 @@ func TestZonedAndMappedSources(t *testing.T) {
 	h.emitN(fail("192.0.2.1"), 5)
 	if h.e.Allowed(mustAddr("192.0.2.1")) {
 		t.Error("mapped and plain forms counted apart")
+	}
+}
+
+// TestOnLift: Unban and Allow tell the gateway which sources the operator
+// cleared, so it can forget what else it holds against them.
+func TestOnLift(t *testing.T) {
+	var lifted []string
+	h := newHarness(t, testConfig(), func(o *Options) {
+		o.OnLift = func(p netip.Prefix) { lifted = append(lifted, p.String()) }
+	})
+	if _, err := h.e.Ban(bg, mustPrefix("192.0.2.7/32"), 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	h.e.Unban(bg, mustPrefix("192.0.2.7/32"))
+	h.e.Unban(bg, mustPrefix("192.0.2.8/32")) // nothing banned: still lifted (a SIP flood block)
+	h.e.Allow(bg, mustPrefix("198.51.100.0/24"), 0, "")
+	if want := []string{"192.0.2.7/32", "192.0.2.8/32", "198.51.100.0/24"}; !slices.Equal(lifted, want) {
+		t.Errorf("lifted %v, want %v", lifted, want)
 	}
 }

@@ -243,6 +243,12 @@ func (g *Gateway) startSecurity(ctx context.Context, cfg *config.Config) (err er
 				g.log.Info("closed the banned source's connections", "src", p.String(), "connections", n)
 			}
 		},
+		// An operator's unban or allow also ends SIP flood blocks.
+		OnLift: func(p netip.Prefix) {
+			if n := g.sip.Forget(p); n > 0 {
+				g.log.Info("lifted the SIP flood block", "src", p.String(), "sources", n)
+			}
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("fraud: %w", err)

@@ -3,11 +3,13 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -200,5 +202,49 @@ fraud: {whitelist: [127.0.0.0/8]}
 	}
 	if unknown != 1 {
 		t.Errorf("%d unknown_domain events, want 1", unknown)
+	}
+}
+
+// TestUnbanLiftsFloodBlock: an operator's unban ends a SIP flood block
+// at once (it is no ban: nothing else would lift it before block_for).
+func TestUnbanLiftsFloodBlock(t *testing.T) {
+	pbx, _ := sipPBX(t)
+	yaml := fmt.Sprintf(`data_dir: %s
+listeners:
+  - {name: sip-udp, address: "127.0.0.1:0", transport: udp}
+services:
+  - name: pbx
+    protocol: sip
+    domains: [pbx.test]
+    backend: {address: %q}
+fraud: {whitelist: [127.0.0.0/8]}
+sip: {flood: {limit: 3, block_for: 1h}}
+`, t.TempDir(), pbx)
+	g := start(t, parse(t, yaml), &event.Recorder{})
+	c, err := net.Dial("udp", g.Addr("sip-udp").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 65536)
+	answered := func(callID string) bool {
+		c.Write(sipRegister("100", "pbx.test", callID))
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		n, err := c.Read(buf)
+		return err == nil && bytes.HasPrefix(buf[:n], []byte("SIP/2.0 200"))
+	}
+	for i := range 3 {
+		if !answered(fmt.Sprint("ok", i)) {
+			t.Fatalf("request %d within the limit not answered", i+1)
+		}
+	}
+	if answered("over") || answered("still") {
+		t.Fatal("a flooding source is answered")
+	}
+	if _, _, err := g.sec.engine.Load().Unban(context.Background(), netip.MustParsePrefix("127.0.0.1/32")); err != nil {
+		t.Fatal(err)
+	}
+	if !answered("after-unban") {
+		t.Fatal("still blocked after unban")
 	}
 }
