@@ -60,6 +60,9 @@ func (c *Config) Warnings() []string {
 	for _, l := range c.Listeners {
 		for _, proto := range l.Protocols {
 			carried[proto] = true
+			if proto == ProtoSIPWS {
+				carried[ProtoSIP] = true
+			}
 		}
 		if slices.Contains(l.Protocols, ProtoTCP) {
 			tcpTarget[l.TCPService] = true
@@ -75,6 +78,8 @@ func (c *Config) Warnings() []string {
 			warn(p, "service %q is unreachable: no listener names it as tcp_service", s.Name)
 		case s.Protocol != ProtoTCP && !carried[s.Protocol]:
 			warn(p, "service %q is unreachable: no listener carries %s", s.Name, s.Protocol)
+		case s.Protocol == ProtoSIP && carried[ProtoSIPWS] && s.Backend.WebSocket == "":
+			warn(p+".backend", "service %q has no websocket backend: WebSocket (sip-ws) clients routed to it are refused", s.Name)
 		}
 	}
 

@@ -50,6 +50,9 @@ func TestWarnings(t *testing.T) {
 			path: "services", msg: "no services: every request and connection is refused"},
 		{name: "anonymous binds forwarded", edits: []edit{{"anonymous: refuse", "anonymous: dir"}},
 			path: "ldap.anonymous", at: "anonymous: dir", msg: "readable from the internet without a password"},
+		{name: "sip over websocket only", yaml: "listeners:\n  - name: wss\n    address: \":8089\"\n    protocols: [sip-ws]\nservices:\n  - name: pbx\n    protocol: sip\n    domains: [pbx.example.com]\n    backend: {address: \"10.0.0.5:5060\", websocket: \"ws://10.0.0.5:5066\"}\n"},
+		{name: "sip-ws without websocket backend", yaml: "listeners:\n  - name: wss\n    address: \":8089\"\n    protocols: [sip-ws]\nservices:\n  - name: pbx\n    protocol: sip\n    domains: [pbx.example.com]\n    backend: {address: \"10.0.0.5:5060\"} # here\n",
+			path: "services[0].backend", at: "# here", msg: "WebSocket (sip-ws) clients routed to it are refused"},
 		{name: "slow first bytes", edits: []edit{{"first_bytes: 5s", "first_bytes: 1m"}},
 			path: "timeouts.first_bytes", at: "first_bytes", msg: "1m lets a silent connection hold a slot"},
 	}
