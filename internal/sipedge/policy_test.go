@@ -2,12 +2,15 @@ package sipedge
 
 import (
 	"bytes"
+	"errors"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pbxgate/pbxgate/internal/event"
 	"github.com/pbxgate/pbxgate/internal/sip"
 )
 
@@ -323,5 +326,41 @@ func TestProxyV2Header(t *testing.T) {
 	v6 := appendProxyV2(nil, netipAddrPort("[2001:db8::1]:40000"), netipAddrPort("192.0.2.1:5060"))
 	if len(v6) != 16+36 || v6[13] != 0x21 || v6[15] != 36 {
 		t.Errorf("v6 header % x", v6)
+	}
+}
+
+// brokenCounter is a call counter that cannot be read (a shared store
+// that is down).
+type brokenCounter struct{}
+
+var errCounterDown = errors.New("counter store unreachable (test)")
+
+func (brokenCounter) Acquire([]string, []int) (bool, int, error) { return false, -1, errCounterDown }
+func (brokenCounter) Add([]string) error                         { return errCounterDown }
+func (brokenCounter) Release([]string) error                     { return errCounterDown }
+func (brokenCounter) Count(string) (int, error)                  { return 0, errCounterDown }
+
+// TestCounterDownFailsClosed: a call limit that cannot be read refuses the
+// call and says why in the log.
+func TestCounterDownFailsClosed(t *testing.T) {
+	var logs bytes.Buffer
+	rec := &event.Recorder{}
+	p, err := New(Config{
+		Domains: map[string]*Service{"hq.example.com": {Name: "pbx"}},
+		Tenants: testTenants(t),
+	}, Options{Counter: brokenCounter{}, Events: rec, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	m := msg{method: "INVITE", from: "alice@hq.example.com", to: "00493012345678@hq.example.com", auth: "alice"}
+	if v := p.fromClient(sess("192.0.2.60:5060"), m.parsed(t)); v.forward || v.status != 403 {
+		t.Fatalf("call with the counter down: %+v, want 403", v)
+	}
+	if !strings.Contains(logs.String(), "call counter failed") || !strings.Contains(logs.String(), errCounterDown.Error()) {
+		t.Errorf("log does not say why:\n%s", logs.String())
+	}
+	if evs := rec.Events(); len(evs) != 1 || evs[0].Reason != event.ReasonCallLimit {
+		t.Errorf("events %+v", evs)
 	}
 }
