@@ -161,17 +161,17 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	g.started = true
 	g.serveCtx = ctx
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		_ = g.sip.Run(context.WithoutCancel(ctx))
-	}()
 	opened, err := g.openLocked(ctx, g.rt, g.cfg.Listeners)
 	if err != nil {
 		_ = g.stopSecurity(ctx)
 		g.started = false
 		return err
 	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		_ = g.sip.Run(context.WithoutCancel(ctx)) // releases lost calls until Shutdown
+	}()
 	for _, l := range opened {
 		g.serveLocked(l)
 	}
