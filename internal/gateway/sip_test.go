@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -35,28 +34,16 @@ func sipPBX(t *testing.T) (addr, wsURL string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { tl.Close(); ul.Close(); wg.Wait() })
-	wg.Add(2)
+	udpDone := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(udpDone)
 		siptest.ServeUDP(ul, siptest.OK)
 	}()
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := tl.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				siptest.ServeStream(c, c, siptest.OK)
-			}()
-		}
-	}()
+	stop := siptest.Serve(tl, func(c net.Conn) {
+		defer c.Close()
+		siptest.ServeStream(c, c, siptest.OK)
+	})
+	t.Cleanup(func() { stop(); ul.Close(); <-udpDone })
 	ws := httptest.NewServer(siptest.WebSocket(siptest.OK))
 	t.Cleanup(ws.Close)
 	return addr, "ws" + strings.TrimPrefix(ws.URL, "http")

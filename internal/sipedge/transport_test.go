@@ -68,35 +68,21 @@ func (pbx *fakePBX) answer(b []byte) []byte {
 // may be a PROXY v2 header, recorded as is.
 func (pbx *fakePBX) serveTCP(t *testing.T, ln net.Listener) {
 	t.Helper()
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			pbx.mu.Lock()
-			pbx.conn = c
-			pbx.mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				if sig, _ := br.Peek(12); bytes.Equal(sig, proxyV2Sig) {
-					hdr := make([]byte, 16)
-					io.ReadFull(br, hdr)
-					body := make([]byte, int(hdr[14])<<8|int(hdr[15]))
-					io.ReadFull(br, body)
-					pbx.record(append(hdr, body...))
-				}
-				siptest.ServeStream(br, c, pbx.answer)
-			}()
+	t.Cleanup(siptest.Serve(ln, func(c net.Conn) {
+		pbx.mu.Lock()
+		pbx.conn = c
+		pbx.mu.Unlock()
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if sig, _ := br.Peek(12); bytes.Equal(sig, proxyV2Sig) {
+			hdr := make([]byte, 16)
+			io.ReadFull(br, hdr)
+			body := make([]byte, int(hdr[14])<<8|int(hdr[15]))
+			io.ReadFull(br, body)
+			pbx.record(append(hdr, body...))
 		}
-	}()
+		siptest.ServeStream(br, c, pbx.answer)
+	}))
 }
 
 func register(user, domain, callID string) []byte {
@@ -113,24 +99,10 @@ func streamEdge(t *testing.T, p *Policy) string {
 	}
 	h := p.Stream("tcp-test")
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				src := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
-				h.ServeConn(ctx, c, src)
-			}()
-		}
-	}()
+	stop := siptest.Serve(ln, func(c net.Conn) {
+		h.ServeConn(ctx, c, c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr())
+	})
+	t.Cleanup(func() { cancel(); stop() })
 	return ln.Addr().String()
 }
 

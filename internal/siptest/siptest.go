@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 
 	"github.com/gorilla/websocket"
 
@@ -94,4 +95,27 @@ func WebSocket(answer Answer) http.Handler {
 			}
 		}
 	})
+}
+
+// Serve accepts connections on ln and runs handle on a goroutine of its
+// own for each, until ln is closed. stop closes ln and waits for every
+// handler to return (handlers must return once their connection ends).
+func Serve(ln net.Listener, handle func(net.Conn)) (stop func()) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				handle(c)
+			}()
+		}
+	}()
+	return func() { ln.Close(); wg.Wait() }
 }
