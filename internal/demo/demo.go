@@ -25,6 +25,7 @@ var demoYAML string
 type Options struct {
 	Web     string       // web listener address; default 127.0.0.1:8080
 	LDAP    string       // directory listener address; default 127.0.0.1:8389
+	SIP     string       // SIP listeners' address (UDP and TCP); default 127.0.0.1:5160
 	Admin   string       // admin API address; default 127.0.0.1:9190
 	DataDir string       // default: a pbxgate-demo folder in the user cache dir
 	Log     *slog.Logger // gateway and backend logs
@@ -39,15 +40,15 @@ var Users = map[string]string{
 }
 
 // Config renders the demo configuration for the given backend addresses.
-func Config(o Options, portal, prov, directory string) (*config.Config, error) {
+func Config(o Options, portal, prov, directory, pbx string) (*config.Config, error) {
 	t, err := template.New("demo").Parse(demoYAML)
 	if err != nil {
 		return nil, err
 	}
 	var b bytes.Buffer
 	if err := t.Execute(&b, map[string]string{
-		"DataDir": o.DataDir, "Web": o.Web, "LDAP": o.LDAP, "Admin": o.Admin,
-		"Portal": portal, "Prov": prov, "Directory": directory,
+		"DataDir": o.DataDir, "Web": o.Web, "LDAP": o.LDAP, "SIP": o.SIP, "Admin": o.Admin,
+		"Portal": portal, "Prov": prov, "Directory": directory, "PBX": pbx,
 	}); err != nil {
 		return nil, err
 	}
@@ -62,6 +63,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.LDAP == "" {
 		o.LDAP = "127.0.0.1:8389"
+	}
+	if o.SIP == "" {
+		o.SIP = "127.0.0.1:5160"
 	}
 	if o.Admin == "" {
 		o.Admin = "127.0.0.1:9190"
@@ -107,7 +111,17 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := Config(o, portal.Addr().String(), prov.Addr().String(), dir.Addr().String())
+	pbxTCP, err := backendLn()
+	if err != nil {
+		return err
+	}
+	// The demo PBX takes UDP on its TCP port: a service has one address.
+	pbxUDP, err := net.ListenPacket("udp", pbxTCP.Addr().String())
+	if err != nil {
+		return fmt.Errorf("demo PBX: %w", err)
+	}
+	defer pbxUDP.Close()
+	cfg, err := Config(o, portal.Addr().String(), prov.Addr().String(), dir.Addr().String(), pbxTCP.Addr().String())
 	if err != nil {
 		return fmt.Errorf("demo configuration: %w", err)
 	}
@@ -115,20 +129,21 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	blog := o.Log.With("component", "demo-backend")
 	go func() { errc <- ServeHTTP(ctx, portal, "portal", blog) }()
 	go func() { errc <- ServeHTTP(ctx, prov, "provisioning", blog) }()
 	go func() { errc <- ServeLDAP(ctx, dir, Users, blog) }()
+	go func() { errc <- ServeSIP(ctx, pbxUDP, pbxTCP, SIPUsers, blog) }()
 
 	if err := g.Start(ctx); err != nil {
 		cancel()
-		for range 3 {
+		for range 4 {
 			<-errc
 		}
 		return err
 	}
-	printTry(o.Out, o.Web, o.LDAP, cfg.Admin.Socket)
+	printTry(o.Out, o.Web, o.LDAP, o.SIP, cfg.Admin.Socket)
 	var first error
 	select {
 	case <-ctx.Done():
@@ -141,7 +156,7 @@ func Run(ctx context.Context, o Options) error {
 	return err
 }
 
-func printTry(w io.Writer, web, ldapAddr, socket string) {
+func printTry(w io.Writer, web, ldapAddr, sipAddr, socket string) {
 	cli := "pbxgate"
 	if self, err := os.Executable(); err == nil {
 		cli = shellQuote(self)
@@ -176,6 +191,11 @@ func printTry(w io.Writer, web, ldapAddr, socket string) {
 		"  ldapsearch -x -H ldap://" + ldapAddr + " -D 'DEMO\\bob' -w bob-secret -b dc=demo,dc=test",
 		"  LDAPTLS_REQCERT=never ldapsearch -x -H ldaps://127.0.0.1:" + lport + " -D cn=carol,ou=people,dc=demo,dc=test -w carol-secret -b dc=demo,dc=test",
 		"  ldapsearch -x -H ldap://" + ldapAddr + " -D alice@demo.test -w wrong -b dc=demo,dc=test   # → event",
+		"",
+		"  # SIP routed by the From domain, UDP and TCP on one port (from the checkout; sipp: apt-get install sip-tester)",
+		"  sipp -sf examples/sipp/register.xml -key domain demo.test -s 100 -au 100 -ap secret100 -m 1 -nostdin " + sipAddr,
+		"  sipp -sf examples/sipp/register.xml -key domain demo.test -s 101 -au 101 -ap secret101 -m 1 -nostdin -t t1 " + sipAddr,
+		"  sipp -sf examples/sipp/register.xml -key domain demo.test -s 100 -au 100 -ap wrong -m 1 -nostdin " + sipAddr + "   # 403 → event, user=100",
 		"",
 		"  # fraud detection: more than 10 refusals a minute ban the source (000: connection closed at once)",
 		"  for i in $(seq 12); do curl -s -o /dev/null -w '%{http_code} ' -u demo:wrong http://" + web + "/login; done; echo",

@@ -14,8 +14,8 @@ type demoCommand struct {
 }
 
 // printedCommands returns the command lines in the demo's try-it text: the
-// curl and ldapsearch ones, and (in fraud) the ban loop and the pbxgate
-// commands that list and lift the ban, which must run last.
+// curl, ldapsearch and sipp ones, and (in fraud) the ban loop and the
+// pbxgate commands that list and lift the ban, which must run last.
 func printedCommands(text string) (cmds, fraud []string) {
 	for _, l := range strings.Split(text, "\n") {
 		l = strings.TrimSpace(l)
@@ -23,7 +23,7 @@ func printedCommands(text string) (cmds, fraud []string) {
 		case strings.HasPrefix(l, "#") || l == "":
 		case strings.HasPrefix(l, "for "), strings.Contains(l, " --socket "):
 			fraud = append(fraud, l)
-		case strings.HasPrefix(l, "curl "), strings.Contains(l, "ldapsearch "):
+		case strings.HasPrefix(l, "curl "), strings.Contains(l, "ldapsearch "), strings.HasPrefix(l, "sipp "):
 			cmds = append(cmds, l)
 		}
 	}
@@ -35,8 +35,9 @@ func TestDemo(t *testing.T) {
 	bash := needBinary(t, "bash", "bash")
 	needBinary(t, "curl", "curl")
 	needBinary(t, "ldapsearch", "ldap-utils")
-	web, dir := freeAddr(t), freeAddr(t)
-	p := startProc(t, "demo", "--web", web, "--ldap", dir, "--admin", freeAddr(t), "--data-dir", t.TempDir())
+	needBinary(t, "sipp", "sip-tester")
+	web, dir, sipAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	p := startProc(t, "demo", "--web", web, "--ldap", dir, "--sip", sipAddr, "--admin", freeAddr(t), "--data-dir", t.TempDir())
 	text, ok := p.stdout.waitFor(startTimeout, p.done, func(s string) bool {
 		return strings.Contains(s, "Ctrl-C")
 	})
@@ -47,14 +48,20 @@ func TestDemo(t *testing.T) {
 	if len(fraudLines) != 3 {
 		t.Fatalf("demo printed %d fraud commands, want the ban loop, bans and unban:\n%s", len(fraudLines), text)
 	}
-	if len(lines) < 8 {
-		t.Fatalf("demo printed %d commands, want at least 8:\n%s", len(lines), text)
+	if len(lines) < 11 {
+		t.Fatalf("demo printed %d commands, want at least 11:\n%s", len(lines), text)
 	}
 
-	// Run every command as a user would paste it, with a shell.
+	// Run every command as a user would paste it, with a shell; the sipp
+	// ones from the checkout (their scenario is examples/sipp), each on a
+	// local port of its own so they do not meet other tests' sipp.
 	var cmds []demoCommand
 	for _, l := range lines {
-		out, errOut, code := run(t, cleanEnv(), bash, "-c", l)
+		sh := l
+		if strings.HasPrefix(l, "sipp ") {
+			sh = "cd ../.. && " + l + " -p " + portOf(freeAddr(t)) + " -timeout 10s"
+		}
+		out, errOut, code := run(t, cleanEnv(), bash, "-c", sh)
 		cmds = append(cmds, demoCommand{line: l, out: out + errOut, code: code})
 	}
 	// find returns the command whose line contains every part.
@@ -90,11 +97,15 @@ func TestDemo(t *testing.T) {
 	expect(find("ldapsearch", "bob-secret"), 0, "result: 0 Success")
 	expect(find("ldapsearch", "ldaps://", "carol-secret"), 0, "result: 0 Success")
 	expect(find("ldapsearch", "-w wrong"), 49, "Invalid credentials")
+	expect(find("sipp", "-s 100", "secret100"), 0, "")
+	expect(find("sipp", "-s 101", "-t t1"), 0, "")
+	expect(find("sipp", "-ap wrong"), 1, "")
 
 	// The refusals the commands provoked are events in the demo's log.
 	p.waitEvent(map[string]string{"kind": "rejected_by_gateway", "reason": "denied_path", "service": "provisioning"})
 	p.waitEvent(map[string]string{"kind": "rejected_by_service", "reason": "status", "service": "portal"})
 	p.waitEvent(map[string]string{"kind": "rejected_by_service", "reason": "invalid_credentials", "service": "directory"})
+	p.waitEvent(map[string]string{"kind": "rejected_by_service", "reason": "status", "service": "pbx", "user": "100", "proto": "sip"})
 
 	// The ban loop: the first answers are 401, then the source is banned and
 	// curl gets no answer (000).
