@@ -84,6 +84,9 @@ const (
 	ReasonCallLimit   = "call_limit"          // brand, company or roadwarrior call limit reached
 	ReasonDestination = "blocked_destination" // INVITE to a blocked destination pattern
 	ReasonChallenge   = "repeated_challenge"  // another 401/407 for a (source, user) with no success since the first
+
+	// TURN.
+	ReasonPeerDenied = "peer_denied" // relay to a special-purpose address not in allow_peers
 )
 
 // Event is one happening. Fields that do not apply are zero.

@@ -11,6 +11,7 @@ var reasons = []string{
 	ReasonStatus, ReasonAuthChallenge, ReasonInvalidCreds, ReasonBindFailed,
 	ReasonOK, ReasonAdminAuth,
 	ReasonFlood, ReasonScanner, ReasonNetwork, ReasonCallLimit, ReasonDestination, ReasonChallenge,
+	ReasonPeerDenied,
 }
 
 // Reasons returns every reason the gateway emits, sorted.
