@@ -172,8 +172,7 @@ func (p *Policy) serve(ctx context.Context, s *session, cl msgConn, dial dialFun
 // when the PBX sends something.
 func (p *Policy) serveWatched(s *session, cl msgConn, be *streamConn, w *watcher, first []byte, m *sip.Message, v verdict, last *atomic.Int64, idle time.Duration) error {
 	var bm sip.Message // only the one goroutine serving the backend uses it
-	var wd *watched
-	drain := func() {
+	drain := func(wd *watched) {
 		for {
 			b, ka, err := be.tryReadMsg(&bm)
 			switch {

@@ -29,7 +29,7 @@ type watcher struct {
 type watched struct {
 	id uint64
 	rc syscall.RawConn
-	fn func()
+	fn func(*watched)
 
 	mu      sync.Mutex // guards removed against run starting fn
 	removed bool
@@ -49,9 +49,10 @@ func newWatcher() (*watcher, error) {
 }
 
 // add watches the connection behind rc: fn runs on a goroutine of its own
-// once it is readable (or closed by the peer), and must call rearm to be
-// run again.
-func (w *watcher) add(rc syscall.RawConn, fn func()) (*watched, error) {
+// once it is readable (or closed by the peer), possibly before add
+// returns, and must call rearm with the registration it is given to be run
+// again.
+func (w *watcher) add(rc syscall.RawConn, fn func(*watched)) (*watched, error) {
 	w.mu.Lock()
 	w.next++
 	wd := &watched{id: w.next, rc: rc, fn: fn}
@@ -109,7 +110,7 @@ func (w *watcher) run() {
 				wd.running.Add(1)
 				go func() {
 					defer wd.running.Done()
-					wd.fn()
+					wd.fn(wd)
 				}()
 			}
 			wd.mu.Unlock()
