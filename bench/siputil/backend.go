@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -9,6 +8,8 @@ import (
 	"io"
 	"net"
 	"sync"
+
+	"github.com/pbxgate/pbxgate/internal/siptest"
 )
 
 // backend is the memory step's PBX stand-in: on one address, UDP and TCP,
@@ -68,21 +69,7 @@ func (b *backend) serve(ctx context.Context) {
 	b.wg.Wait()
 }
 
-func (b *backend) serveUDP() {
-	buf := make([]byte, maxMessage)
-	for {
-		n, from, err := b.pc.ReadFrom(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue // e.g. ICMP-induced errors on Linux: keep serving
-		}
-		if resp := answer(buf[:n]); resp != nil {
-			_, _ = b.pc.WriteTo(resp, from)
-		}
-	}
-}
+func (b *backend) serveUDP() { siptest.ServeUDP(b.pc, siptest.OK) }
 
 func (b *backend) acceptTCP() {
 	for {
@@ -99,32 +86,12 @@ func (b *backend) acceptTCP() {
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
-			_ = serveStream(c)
+			siptest.ServeStream(c, c, siptest.OK)
 			b.mu.Lock()
 			delete(b.conns, c)
 			b.mu.Unlock()
 			c.Close()
 		}()
-	}
-}
-
-// serveStream answers the requests of one TCP (or TLS) connection until it
-// closes or sends something that is not SIP.
-func serveStream(c net.Conn) error {
-	r := bufio.NewReaderSize(c, 2048)
-	for {
-		msg, err := readMessage(r)
-		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
-		}
-		if resp := answer(msg); resp != nil {
-			if _, err := c.Write(resp); err != nil {
-				return err
-			}
-		}
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pbxgate/pbxgate/internal/siptest"
 )
 
 // memConfig is one memory measurement: open want flows (UDP) or
@@ -264,7 +266,7 @@ func tlsOpener(cfg memConfig) opener {
 		_ = c.SetReadDeadline(deadline)
 		r := bufio.NewReaderSize(c, 1024)
 		for {
-			msg, err := readMessage(r)
+			msg, err := siptest.ReadMessage(r)
 			if err != nil {
 				return c, "no-answer"
 			}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbxgate/pbxgate/internal/siptest"
 	"go.uber.org/goleak"
 )
 
@@ -132,7 +133,7 @@ func TestMeasureTLS(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_ = serveStream(c)
+				siptest.ServeStream(c, c, siptest.OK)
 			}()
 		}
 	}()

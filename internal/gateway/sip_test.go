@@ -58,25 +58,13 @@ func sipRegister(user, domain, callID string) []byte {
 // expectStatus reads one SIP message from r and checks its status.
 func expectStatus(t *testing.T, r *bufio.Reader, status int) {
 	t.Helper()
-	var fr sip.Framer
-	var buf []byte
-	for {
-		b, err := r.ReadByte()
-		if err != nil {
-			t.Fatalf("reading the answer: %v (have %q)", err, buf)
-		}
-		buf = append(buf, b)
-		var m sip.Message
-		if n, ka, err := fr.Next(buf, &m); err != nil {
-			t.Fatal(err)
-		} else if n > 0 && !ka {
-			if m.Status != status {
-				t.Fatalf("answer %d, want %d", m.Status, status)
-			}
-			return
-		} else if n > 0 {
-			buf = buf[n:]
-		}
+	b, err := siptest.ReadMessage(r)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	var m sip.Message
+	if err := sip.Parse(b, &m); err != nil || m.Status != status {
+		t.Fatalf("answer %q (%v), want status %d", b, err, status)
 	}
 }
 

@@ -110,27 +110,15 @@ func streamEdge(t *testing.T, p *Policy) string {
 func readMsg(t *testing.T, r *bufio.Reader, c net.Conn) *sip.Message {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var fr sip.Framer
-	var buf []byte
-	for {
-		b, err := r.ReadByte()
-		if err != nil {
-			t.Fatalf("reading a message: %v (have %q)", err, buf)
-		}
-		buf = append(buf, b)
-		var m sip.Message
-		n, ka, err := fr.Next(buf, &m)
-		if err != nil {
-			t.Fatalf("gateway sent what is not SIP: %v", err)
-		}
-		if n > 0 && ka {
-			buf = buf[n:]
-			continue
-		}
-		if n > 0 {
-			return &m
-		}
+	b, err := siptest.ReadMessage(r)
+	if err != nil {
+		t.Fatalf("reading a message: %v", err)
 	}
+	var m sip.Message
+	if err := sip.Parse(b, &m); err != nil {
+		t.Fatalf("gateway sent what is not SIP: %v", err)
+	}
+	return &m
 }
 
 func TestStreamRelay(t *testing.T) {

@@ -5,6 +5,8 @@
 package siptest
 
 import (
+	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -61,13 +63,43 @@ func ServeStream(r io.Reader, w io.Writer, answer Answer) {
 	}
 }
 
-// ServeUDP answers the datagrams read from pc until it is closed.
+// ReadMessage reads the next SIP message from r, keep-alives skipped,
+// framed as sip.Framer frames it; it reads no byte past the message.
+func ReadMessage(r *bufio.Reader) ([]byte, error) {
+	var fr sip.Framer
+	var buf []byte
+	for {
+		b, err := r.ReadByte()
+		if err != nil {
+			if len(buf) > 0 && errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		buf = append(buf, b)
+		n, ka, err := fr.Next(buf, nil)
+		switch {
+		case err != nil:
+			return nil, err
+		case n > 0 && ka:
+			buf = buf[n:]
+		case n > 0:
+			return buf, nil
+		}
+	}
+}
+
+// ServeUDP answers the datagrams read from pc until it is closed. Other
+// read errors (ICMP port unreachable reported on Linux) are skipped.
 func ServeUDP(pc net.PacketConn, answer Answer) {
 	buf := make([]byte, 65536)
 	for {
 		n, from, err := pc.ReadFrom(buf)
-		if err != nil {
+		if errors.Is(err, net.ErrClosed) {
 			return
+		}
+		if err != nil {
+			continue
 		}
 		if out := answer(buf[:n]); out != nil {
 			pc.WriteTo(out, from)
