@@ -515,6 +515,19 @@ func ParseNetwork(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
+// Networks parses a validated list of networks (CIDR or single
+// addresses) with ParseNetwork; invalid entries, which Validate reports,
+// are skipped.
+func Networks(ss []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		if p, err := ParseNetwork(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // splitHostPort splits host:port, requiring a numeric port 0..65535 and
 // IPv6 hosts in brackets.
 func splitHostPort(addr string) (string, int, error) {

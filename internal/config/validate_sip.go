@@ -292,10 +292,6 @@ func (k *checker) company(cp string, co *Company, services map[string]*Service, 
 	}
 }
 
-// TrustedNetworks returns the parsed sip.trusted networks; invalid entries are
-// skipped (Validate reports them).
-func (s *SIP) TrustedNetworks() []netip.Prefix { return parseNetworks(s.Trusted) }
-
 // Upstreams returns the parsed sip.udp.upstream_addresses; invalid entries
 // are skipped (Validate reports them).
 func (s *SIP) Upstreams() []netip.Addr {
@@ -303,19 +299,6 @@ func (s *SIP) Upstreams() []netip.Addr {
 	for _, a := range s.UDP.UpstreamAddresses {
 		if ip, err := netip.ParseAddr(a); err == nil {
 			out = append(out, ip.Unmap())
-		}
-	}
-	return out
-}
-
-// Networks returns a company's parsed allowed_networks.
-func (co *Company) Networks() []netip.Prefix { return parseNetworks(co.AllowedNetworks) }
-
-func parseNetworks(ss []string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, s := range ss {
-		if p, err := ParseNetwork(s); err == nil {
-			out = append(out, p)
 		}
 	}
 	return out

@@ -182,19 +182,6 @@ func newDialer(cfg *config.Config, s config.Service, minTLS uint16) (*backend.Di
 	return backend.New(o)
 }
 
-func parsePrefixes(ss []string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, s := range ss {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p.Masked())
-		} else if a, err := netip.ParseAddr(s); err == nil {
-			a = a.Unmap()
-			out = append(out, netip.PrefixFrom(a, a.BitLen()))
-		}
-	}
-	return out
-}
-
 func (g *Gateway) buildListener(rt *runtime, lc config.Listener, minTLS uint16) (*listenerRT, error) {
 	cfg := rt.cfg
 	if lc.Transport == config.TransportUDP {
@@ -302,7 +289,7 @@ func (g *Gateway) buildHTTP(rt *runtime, lc config.Listener) (*httpproxy.Handler
 		Listener:              lc.Name,
 		Services:              svcs,
 		DefaultService:        lc.DefaultService,
-		TrustedProxies:        parsePrefixes(lc.TrustedProxies),
+		TrustedProxies:        config.Networks(lc.TrustedProxies),
 		MaxIdleConnsPerHost:   cfg.Limits.BackendIdleConns,
 		DialTimeout:           cfg.Timeouts.BackendConnect.D(),
 		ResponseHeaderTimeout: cfg.Timeouts.BackendResponse.D(),
@@ -334,7 +321,7 @@ func rulesSpec(p config.PathRules) httpproxy.RulesSpec {
 	conv := func(rs []config.PathRule) []httpproxy.RuleSpec {
 		var out []httpproxy.RuleSpec
 		for _, r := range rs {
-			out = append(out, httpproxy.RuleSpec{Pattern: r.Path, Methods: r.Methods, Networks: parsePrefixes(r.Networks)})
+			out = append(out, httpproxy.RuleSpec{Pattern: r.Path, Methods: r.Methods, Networks: config.Networks(r.Networks)})
 		}
 		return out
 	}

@@ -171,12 +171,7 @@ func fraudConfig(cfg *config.Config) fraud.Config {
 	for r, w := range f.Weights.Reasons {
 		reasons[r] = w
 	}
-	var wl []netip.Prefix
-	for _, n := range f.Whitelist {
-		if p, err := config.ParseNetwork(n); err == nil {
-			wl = append(wl, p)
-		}
-	}
+	wl := config.Networks(f.Whitelist)
 	return fraud.Config{
 		Enabled:        f.Enabled == nil || *f.Enabled,
 		Threshold:      f.SuspiciousPerMinute,

@@ -23,7 +23,7 @@ func (rt *runtime) buildSIP(cfg *config.Config) (sipedge.Config, error) {
 	out := sipedge.Config{
 		Domains:        make(map[string]*sipedge.Service),
 		Wildcards:      make(map[string]*sipedge.Service),
-		Trusted:        sc.TrustedNetworks(),
+		Trusted:        config.Networks(sc.Trusted),
 		MaxMessage:     sc.MaxMessage,
 		IdleTimeout:    sc.IdleTimeout.D(),
 		ConnectTimeout: cfg.Timeouts.BackendConnect.D(),
@@ -57,7 +57,7 @@ func (rt *runtime) buildSIP(cfg *config.Config) (sipedge.Config, error) {
 		bc := sippolicy.BrandConfig{Name: b.Name, MaxCalls: b.MaxCalls}
 		for _, co := range b.Companies {
 			cc := sippolicy.CompanyConfig{
-				Name: co.Name, Domains: co.Domains, AllowedNetworks: co.Networks(),
+				Name: co.Name, Domains: co.Domains, AllowedNetworks: config.Networks(co.AllowedNetworks),
 				External: co.External, MaxCalls: co.MaxCalls, BlockedDestinations: co.BlockedDestinations,
 			}
 			for _, u := range co.Users {
@@ -103,10 +103,7 @@ func (rt *runtime) sipService(cfg *config.Config, s config.Service) (*sipedge.Se
 		Name: s.Name, Dial: d.Dial,
 		ClientHeader: s.ClientAddressHeader, ProxyProtocol: s.Backend.ProxyProtocol,
 	}
-	udp := s.Backend.UDPAddress
-	if udp == "" {
-		udp = s.Backend.Address
-	}
+	udp := s.Backend.UDPAddress // defaults to Address
 	ap, err := netip.ParseAddrPort(udp)
 	if err != nil {
 		// A DNS name in address: resolved once, here, because flows are

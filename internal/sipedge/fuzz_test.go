@@ -53,7 +53,7 @@ func FuzzUDPInspect(f *testing.F) {
 	scratch := make([]byte, udprelay.ScratchSize)
 	flow := &udprelay.Flow{Client: netip.MustParseAddrPort("198.51.100.1:5060"), Backend: fx.pbx.UDP}
 	f.Fuzz(func(t *testing.T, b []byte, fromClient bool) {
-		fx.p.routeUDP("fuzz", flow.Client, b)
+		fx.p.routeUDP("fuzz", lm, flow.Client, b)
 		v := fx.p.inspectUDP("fuzz", lm, flow, b, fromClient, scratch)
 		var m sip.Message
 		if v.Reply != nil {

@@ -39,9 +39,22 @@ var (
 		"UDP datagrams dropped, by why: guard (banned source), route, policy, oversize, error.", []string{"listener", "why"}, nil)
 )
 
-// listenerMetrics are one listener's counters, resolved once.
+// listenerMetrics are one listener's counters, resolved once: a flood
+// makes refusals a hot path, and resolving a label set hashes it.
 type listenerMetrics struct {
 	in, out prometheus.Counter
+	refused sync.Map // reason → prometheus.Counter
+	name    string
+	vec     *prometheus.CounterVec
+}
+
+// refuse counts one message the gateway dropped or answered itself.
+func (lm *listenerMetrics) refuse(reason string) {
+	c, ok := lm.refused.Load(reason)
+	if !ok {
+		c, _ = lm.refused.LoadOrStore(reason, lm.vec.WithLabelValues(lm.name, reason))
+	}
+	c.(prometheus.Counter).Inc()
 }
 
 // NewMetrics registers the SIP metrics with reg (nil: not registered).
@@ -75,16 +88,13 @@ func (m *Metrics) listener(name, transport string) *listenerMetrics {
 		return lm
 	}
 	lm := &listenerMetrics{
-		in:  m.messages.WithLabelValues(name, transport, "in"),
-		out: m.messages.WithLabelValues(name, transport, "out"),
+		in:   m.messages.WithLabelValues(name, transport, "in"),
+		out:  m.messages.WithLabelValues(name, transport, "out"),
+		name: name,
+		vec:  m.refused,
 	}
 	m.lms[k] = lm
 	return lm
-}
-
-// refuse counts one refused message.
-func (m *Metrics) refuse(listener, reason string) {
-	m.refused.WithLabelValues(listener, reason).Inc()
 }
 
 // AddRelay exports the flow counters of a listener's UDP relay; nil stats

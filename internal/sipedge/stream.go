@@ -121,12 +121,12 @@ func (p *Policy) serve(ctx context.Context, s *session, cl msgConn, dial dialFun
 	}
 	if !m.Request {
 		p.emit(s, event.RejectedByGateway, event.ReasonBadRequest, "", "the first message is a response")
-		p.met.refuse(s.listener, event.ReasonBadRequest)
+		s.lm.refuse(event.ReasonBadRequest)
 		return nil
 	}
 	svc := p.route(s, &m)
 	if svc == nil {
-		p.met.refuse(s.listener, event.ReasonUnknownDomain)
+		s.lm.refuse(event.ReasonUnknownDomain)
 		p.answer(cl, first, &m, 404)
 		return nil
 	}
@@ -265,7 +265,7 @@ func (p *Policy) apply(s *session, b []byte, m *sip.Message, v verdict, sender, 
 		return false
 	}
 	if !v.forward {
-		p.met.refuse(s.listener, v.reason)
+		s.lm.refuse(v.reason)
 		return true
 	}
 	if fromClient && m.Request && s.svc.ClientHeader != "" {
@@ -297,7 +297,7 @@ func (p *Policy) readFailed(s *session, err error, fromBackend bool) {
 		return
 	}
 	p.emit(s, event.RejectedByGateway, event.ReasonBadRequest, "", "not SIP: "+err.Error())
-	p.met.refuse(s.listener, event.ReasonBadRequest)
+	s.lm.refuse(event.ReasonBadRequest)
 }
 
 func ignoreClosed(err error) error {

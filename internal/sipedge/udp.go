@@ -22,7 +22,7 @@ func (p *Policy) UDP(listener string) udprelay.Config {
 	lm := p.met.listener(listener, "udp")
 	return udprelay.Config{
 		Route: func(src netip.AddrPort, first []byte) (netip.AddrPort, bool) {
-			return p.routeUDP(listener, src, first)
+			return p.routeUDP(listener, lm, src, first)
 		},
 		Inspect: func(f *udprelay.Flow, b []byte, fromClient bool, scratch []byte) udprelay.Verdict {
 			return p.inspectUDP(listener, lm, f, b, fromClient, scratch)
@@ -30,23 +30,23 @@ func (p *Policy) UDP(listener string) udprelay.Config {
 	}
 }
 
-func (p *Policy) routeUDP(listener string, src netip.AddrPort, first []byte) (netip.AddrPort, bool) {
+func (p *Policy) routeUDP(listener string, lm *listenerMetrics, src netip.AddrPort, first []byte) (netip.AddrPort, bool) {
 	var m sip.Message
 	s := session{listener: listener, transport: "udp", client: src}
 	if err := sip.Parse(first, &m); err != nil {
 		if len(first) > maxKeepAlive {
 			p.emit(&s, event.RejectedByGateway, event.ReasonBadRequest, "", "not a SIP message: "+err.Error())
-			p.met.refuse(listener, event.ReasonBadRequest)
+			lm.refuse(event.ReasonBadRequest)
 		}
 		return netip.AddrPort{}, false
 	}
 	if !m.Request {
-		p.met.refuse(listener, "stray_response")
+		lm.refuse("stray_response")
 		return netip.AddrPort{}, false
 	}
 	svc := p.route(&s, &m)
 	if svc == nil {
-		p.met.refuse(listener, event.ReasonUnknownDomain)
+		lm.refuse(event.ReasonUnknownDomain)
 		return netip.AddrPort{}, false
 	}
 	if !svc.UDP.IsValid() {
@@ -75,7 +75,7 @@ func (p *Policy) inspectUDP(listener string, lm *listenerMetrics, f *udprelay.Fl
 		} else {
 			p.log.Debug("unparsable datagram from the PBX dropped", "backend", f.Backend, "err", err)
 		}
-		p.met.refuse(listener, event.ReasonBadRequest)
+		lm.refuse(event.ReasonBadRequest)
 		return udprelay.Verdict{}
 	}
 	s := session{listener: listener, transport: "udp", client: f.Client, svc: p.tab.Load().udpService(f.Backend)}
@@ -94,7 +94,7 @@ func (p *Policy) inspectUDP(listener string, lm *listenerMetrics, f *udprelay.Fl
 		}
 	}
 	if !v.forward {
-		p.met.refuse(listener, v.reason)
+		lm.refuse(v.reason)
 		return out
 	}
 	out.Forward = b

@@ -39,7 +39,8 @@ const wsReadBuf = 1024
 var wsWritePool = &sync.Pool{}
 
 // NewWSDialer returns a dialer for backend WebSockets offering the sip
-// subprotocol. tlsDial, if set, is used for wss.
+// subprotocol; netDial, if set, opens its TCP connections. The caller sets
+// TLSClientConfig for wss.
 func NewWSDialer(connectTimeout time.Duration, netDial func(ctx context.Context, network, addr string) (net.Conn, error)) *websocket.Dialer {
 	return &websocket.Dialer{
 		NetDialContext:   netDial,

@@ -392,13 +392,7 @@ func (r *Relay) replyToClient(reply []byte, to netip.AddrPort) {
 	if reply == nil {
 		return
 	}
-	var err error
-	if r.apc != nil {
-		_, err = r.apc.WriteToUDPAddrPort(reply, to)
-	} else {
-		_, err = r.pc.WriteTo(reply, net.UDPAddrFromAddrPort(to))
-	}
-	if err == nil {
+	if r.writeToClient(reply, to) == nil {
 		r.st.replies.Add(1)
 	} else {
 		r.st.errorDrop.Add(1)
@@ -664,16 +658,22 @@ func (r *Relay) fromBackend(f *Flow, b, scratch []byte) {
 	f.last.Store(now)
 	f.fromBackend.Add(1) // counts what the backend sent, delivered or not
 	r.st.toClient.Add(1)
-	var err error
-	if r.apc != nil {
-		_, err = r.apc.WriteToUDPAddrPort(b, f.replyTo)
-	} else {
-		_, err = r.pc.WriteTo(b, net.UDPAddrFromAddrPort(f.replyTo))
-	}
-	if err != nil {
+	if r.writeToClient(b, f.replyTo) != nil {
 		r.st.toClient.Add(^uint64(0))
 		r.st.errorDrop.Add(1)
 	}
+}
+
+// writeToClient sends b through the public socket, without allocating
+// when it is a *net.UDPConn.
+func (r *Relay) writeToClient(b []byte, to netip.AddrPort) error {
+	var err error
+	if r.apc != nil {
+		_, err = r.apc.WriteToUDPAddrPort(b, to)
+	} else {
+		_, err = r.pc.WriteTo(b, net.UDPAddrFromAddrPort(to))
+	}
+	return err
 }
 
 // unreachable reports f's backend as refusing datagrams (ICMP port
