@@ -3,7 +3,6 @@ package sipedge
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -261,9 +260,6 @@ func (p *Policy) Close() error {
 // Forget ends the flood blocks of sources inside pfx (an operator's
 // unban).
 func (p *Policy) Forget(pfx netip.Prefix) int { return p.flood.Forget(pfx) }
-
-// Calls returns the call tracker, for metrics and tests.
-func (p *Policy) Calls() *sippolicy.Calls { return p.calls }
 
 // Route returns the service for a request's routing domain, or nil.
 func (p *Policy) Route(domain []byte) *Service {
@@ -538,9 +534,6 @@ func (p *Policy) emit(s *session, k event.Kind, reason, user, detail string) {
 		Proto: "sip", Reason: reason, User: event.Clip(user, 128), Detail: detail,
 	})
 }
-
-// errNoRoute is returned when the first request names no known domain.
-var errNoRoute = errors.New("sipedge: no service for the request's domain")
 
 // route picks the service of a session's first request and reports the
 // refusal when there is none. It returns nil then.

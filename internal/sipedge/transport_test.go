@@ -31,7 +31,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type fakePBX struct {
 	mu   sync.Mutex
 	got  []string // requests as received
-	tag  []byte
 	conn net.Conn // the latest stream connection
 }
 

@@ -2,7 +2,6 @@ package udprelay
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/netip"
 	"runtime"
@@ -194,5 +193,3 @@ func (h *harness) flowOf(c *net.UDPConn) *Flow {
 	defer h.r.mu.Unlock()
 	return h.r.flows[localAP(c)]
 }
-
-func isClosedErr(err error) bool { return errors.Is(err, net.ErrClosed) }
