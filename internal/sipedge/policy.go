@@ -336,7 +336,7 @@ func (p *Policy) fromClient(s *session, m *sip.Message) verdict {
 		return forward()
 	}
 	src := s.client.Addr()
-	if bytes.Equal(m.Method, mACK) && p.ownTag(m.To.Tag) {
+	if p.ackToOwnAnswer(m) {
 		return verdict{reason: "ack_absorbed"}
 	}
 	if pat, ok := t.Scanners.Match(m.UserAgent); ok && m.UserAgent != nil {
@@ -442,7 +442,7 @@ func (p *Policy) fromBackend(s *session, m *sip.Message) verdict {
 	now := p.now()
 	if m.Request {
 		switch {
-		case bytes.Equal(m.Method, mACK) && p.ownTag(m.To.Tag):
+		case p.ackToOwnAnswer(m):
 			// The PBX acknowledges the gateway's own 486.
 			return verdict{reason: "ack_absorbed"}
 		case bytes.Equal(m.Method, mINVITE) && m.To.Tag == nil && t.Tenants != nil:
@@ -502,6 +502,13 @@ func (p *Policy) fromBackend(s *session, m *sip.Message) verdict {
 		p.calls.Failed(now, m.CallID)
 	}
 	return forward()
+}
+
+// ackToOwnAnswer reports whether m acknowledges a final answer the
+// gateway itself sent (a phone's ACK to a 403, the PBX's to a 486): it
+// belongs to no transaction the other side knows and is absorbed.
+func (p *Policy) ackToOwnAnswer(m *sip.Message) bool {
+	return bytes.Equal(m.Method, mACK) && p.ownTag(m.To.Tag)
 }
 
 // ownTag reports whether a To tag is one the gateway made.
