@@ -2,12 +2,14 @@ package turn
 
 import "errors"
 
-// Errors returned by New, Serve and the relay address generator.
+// Errors returned by the server and its relay address generator.
 var (
 	ErrConfig         = errors.New("turn: invalid config")
-	ErrNoSockets      = errors.New("turn: Serve needs at least one socket")
-	ErrServing        = errors.New("turn: Serve called twice")
 	ErrClosed         = errors.New("turn: server closed")
-	ErrTCPAllocation  = errors.New("turn: TCP allocations (RFC 6062) are not supported")
+	ErrListener       = errors.New("turn: listener already served")
+	ErrNoRelayFamily  = errors.New("turn: no relay address of the requested family")
+	ErrNoPort         = errors.New("turn: no relay port")
+	ErrPeerDenied     = errors.New("turn: peer denied")
+	ErrNoAllocation   = errors.New("turn: no such allocation")
 	errUnknownAddress = errors.New("turn: address without IP")
 )

@@ -1,31 +1,39 @@
 // Package turn is pbxgate's STUN/TURN server: pion/turn v5 with pbxgate's
-// safety defaults, serving on sockets handed in by the caller.
+// safety defaults, serving on sockets and connections handed in by the
+// gateway.
 //
 // What it adds to pion:
 //   - Authentication from static users (long-term keys, never clear
-//     passwords) and TURN REST API credentials (internal/turnauth).
+//     passwords) and TURN REST API credentials (internal/turnauth) with
+//     several secrets for rotation: pion's AuthHandler returns one key, so
+//     requests carrying a REST username are checked against every secret's
+//     key before pion sees them (restkeys.go).
 //   - A fraud guard: datagrams from sources the guard refuses are dropped
-//     before pion parses them, TCP connections from them are closed at Accept.
-//   - A peer filter (internal/peerfilter) on CreatePermission and ChannelBind,
-//     so the relay cannot reach loopback, private, metadata or other special
+//     before pion parses them (TCP/TLS connections are refused at accept by
+//     the gateway's listeners); CloseFrom ends a banned source's
+//     allocations at once.
+//   - A peer filter (internal/peerfilter) on CreatePermission, ChannelBind
+//     and RFC 6062 Connect, and again on every datagram sent to a peer, so
+//     the relay cannot reach loopback, private, metadata or other special
 //     ranges unless the operator opens them.
+//   - Quotas (allocations per user, per source and in total), a lifetime cap
+//     per allocation, a best-effort bandwidth cap per allocation and
+//     direction, and relay ports from a fixed range, for IPv4 and IPv6
+//     (RFC 6156), UDP and TCP (RFC 6062) relays.
 //   - Security events: failed authentication (unknown, malformed or expired
 //     user, wrong MESSAGE-INTEGRITY) as RejectedByService/invalid_credentials,
 //     a refused peer as RejectedByGateway/peer_denied, a new allocation as
 //     Success. The first 401 challenge of a request without credentials is the
 //     normal start of every login and is not an event.
-//   - UDP relays only, in a fixed port range; TCP allocations (RFC 6062) are
-//     refused.
+//   - Metrics, and a list of active allocations that can end one.
 //
-// It does not do TLS listeners, quotas, metrics, configuration parsing or
-// the gateway wiring; those are the caller's.
-//
-// Known gap: pion's AuthHandler returns one key per request, so a REST
-// username is checked only against the key of the first (signing) secret;
-// credentials signed by an older secret kept for rotation do not verify.
+// Each listener gets a pion server of its own, so that events name their
+// listener. The package does not parse configuration files or open the
+// listening sockets; the gateway does.
 package turn
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,6 +41,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pionturn "github.com/pion/turn/v5"
@@ -51,84 +60,124 @@ const (
 	DefaultPortMax uint16 = 65535
 )
 
-// Config is the server's configuration. New copies what it needs; the caller
-// may reuse the value.
+// Config is what the server is started with; it cannot change while the
+// server runs. New copies what it needs; the caller may reuse the value.
 type Config struct {
 	// Realm is the long-term credential realm. Required.
 	Realm string
-	// PublicIP is the relay address advertised to clients (the public side of
-	// a 1:1 NAT, or the host's own address). Required.
-	PublicIP netip.Addr
-	// RelayBind is the local address relay sockets bind to. Zero means the
-	// unspecified address of PublicIP's family (0.0.0.0 or ::).
-	RelayBind netip.Addr
+	// PublicAddrs are the relay addresses advertised to clients: at most
+	// one IPv4 and one IPv6 (the public side of a 1:1 NAT, or the host's
+	// own). At least one is required; a family without one has no relays.
+	PublicAddrs []netip.Addr
+	// RelayAddrs are the local addresses relay sockets bind, at most one per
+	// family of PublicAddrs. Default: the unspecified address (0.0.0.0, ::).
+	RelayAddrs []netip.Addr
 	// PortMin and PortMax bound the relay ports (inclusive). Zero means
 	// DefaultPortMin and DefaultPortMax.
 	PortMin, PortMax uint16
+	// Allowed is the fraud guard: false drops a source's datagrams before
+	// parsing. Nil allows all.
+	Allowed func(netip.Addr) bool
+	// Settings are the initial reloadable settings.
+	Settings Settings
+}
+
+// Settings are what Reconfigure may change while allocations live. They
+// apply to requests from then on; allocations keep their bandwidth cap and
+// lifetime cap.
+type Settings struct {
 	// Users are static users: username -> long-term key
-	// (turnauth.LongTermKey(username, Realm, password)). Never a clear password.
+	// (turnauth.LongTermKey(username, realm, password)). Never a clear password.
 	Users map[string][]byte
 	// Secrets checks TURN REST API credentials ("<expiry>:<user>"). Nil turns
 	// REST credentials off.
 	Secrets *turnauth.Secrets
 	// AllowPeers opens special-purpose peer ranges (see peerfilter.New).
 	AllowPeers []netip.Prefix
-	// Allowed is the fraud guard: false drops a source's datagrams before
-	// parsing (UDP) and closes its connections at accept (TCP). Nil allows all.
-	Allowed func(netip.Addr) bool
+	// Quotas bound allocations.
+	Quotas Quotas
+	// IdleTimeout closes a TCP/TLS control connection that sends nothing
+	// for this long. 0: never.
+	IdleTimeout time.Duration
+}
+
+// Quotas bound allocations. Zero values mean no limit.
+type Quotas struct {
+	PerUser   int // allocations per user (a REST credential's user part included)
+	PerSource int // allocations per client IP address
+	Total     int // allocations on the server
+	// MaxLifetime ends an allocation this long after its creation, however
+	// often it is refreshed.
+	MaxLifetime time.Duration
+	// MaxKbps caps each allocation's relayed payload per direction, in
+	// kilobits per second (best effort: UDP datagrams over the cap are
+	// dropped, TCP relays are slowed down).
+	MaxKbps int
+}
+
+// settings are Settings compiled.
+type settings struct {
+	users       map[string][]byte
+	secrets     *turnauth.Secrets
+	filter      *peerfilter.Filter
+	quotas      Quotas
+	idleTimeout time.Duration
 }
 
 // Options are the server's collaborators.
 type Options struct {
-	Events event.Sink       // nil: event.Discard
-	Log    *slog.Logger     // nil: slog.Default()
-	Now    func() time.Time // nil: time.Now
+	Events  event.Sink       // nil: event.Discard
+	Log     *slog.Logger     // nil: slog.Default()
+	Now     func() time.Time // nil: time.Now
+	Metrics *Metrics         // nil: none
 }
 
-// Server is a TURN server. Create it with New, start it with Serve, stop it
-// with Close.
+// Server is a STUN/TURN server. Create it with New, give it sockets with
+// ServePacket and connections with Stream, stop it with Close.
 type Server struct {
-	realm     string
-	publicIP  netip.Addr
-	relayBind netip.Addr
-	portMin   uint16
-	portMax   uint16
-	users     map[string][]byte
-	secrets   *turnauth.Secrets
-	filter    *peerfilter.Filter
-	allowed   func(netip.Addr) bool
-	events    event.Sink
-	log       *slog.Logger
-	now       func() time.Time
+	realm   string
+	v4, v6  family
+	ports   *portRange
+	allowed func(netip.Addr) bool
+	events  event.Sink
+	log     *slog.Logger
+	now     func() time.Time
+	metrics *Metrics
+	set     atomic.Pointer[settings]
+	reg     *registry
+	rest    restKeys
 
-	mu      sync.Mutex // guards the fields below
-	srv     *pionturn.Server
-	serving bool
-	closed  bool
+	mu        sync.Mutex // guards the fields below
+	listeners map[string]*listener
+	closed    bool
 }
 
-// New checks c and returns a server that does not run yet. It has no side
+// listener is one listener's pion server.
+type listener struct {
+	pion   *pionturn.Server
+	stream *streamListener // nil for a UDP socket
+
+	mu    sync.Mutex // guards conns
+	conns map[*streamConn]struct{}
+}
+
+// New checks c and returns a server that serves nothing yet. It has no side
 // effects.
 func New(c Config, o Options) (*Server, error) {
 	var errs []error
 	if c.Realm == "" {
 		errs = append(errs, errors.New("realm: required"))
 	}
-	if !c.PublicIP.IsValid() || c.PublicIP.IsUnspecified() {
-		errs = append(errs, errors.New("public_ip: required, and not the unspecified address"))
+	s := &Server{
+		realm:     c.Realm,
+		allowed:   c.Allowed,
+		events:    o.Events,
+		log:       o.Log,
+		now:       o.Now,
+		metrics:   o.Metrics,
+		listeners: make(map[string]*listener),
 	}
-	publicIP := c.PublicIP.Unmap()
-	bind := c.RelayBind.Unmap()
-	if !bind.IsValid() {
-		if publicIP.Is6() {
-			bind = netip.IPv6Unspecified()
-		} else {
-			bind = netip.IPv4Unspecified()
-		}
-	}
-	if bind.IsValid() && publicIP.IsValid() && bind.Is4() != publicIP.Is4() {
-		errs = append(errs, fmt.Errorf("relay_bind: %s is not of public_ip %s's address family", bind, publicIP))
-	}
+	errs = append(errs, s.families(c.PublicAddrs, c.RelayAddrs)...)
 	portMin, portMax := c.PortMin, c.PortMax
 	if portMin == 0 {
 		portMin = DefaultPortMin
@@ -139,35 +188,15 @@ func New(c Config, o Options) (*Server, error) {
 	if portMin > portMax {
 		errs = append(errs, fmt.Errorf("port range: min %d > max %d", portMin, portMax))
 	}
-	users := make(map[string][]byte, len(c.Users))
-	for name, key := range c.Users {
-		if name == "" || len(key) == 0 {
-			errs = append(errs, fmt.Errorf("users: %q: empty name or key", name))
-			continue
-		}
-		users[name] = append([]byte(nil), key...)
-	}
-	filter, err := peerfilter.New(c.AllowPeers)
+	st, err := compile(c.Settings)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("allow_peers: %w", err))
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
 	}
-	s := &Server{
-		realm:     c.Realm,
-		publicIP:  publicIP,
-		relayBind: bind,
-		portMin:   portMin,
-		portMax:   portMax,
-		users:     users,
-		secrets:   c.Secrets,
-		filter:    filter,
-		allowed:   c.Allowed,
-		events:    o.Events,
-		log:       o.Log,
-		now:       o.Now,
-	}
+	s.ports = newPortRange(portMin, portMax)
+	s.set.Store(st)
 	if s.allowed == nil {
 		s.allowed = func(netip.Addr) bool { return true }
 	}
@@ -181,196 +210,422 @@ func New(c Config, o Options) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.reg = newRegistry(s)
+	s.metrics.attach(s)
 	return s, nil
 }
 
-// Serve starts the TURN server on the sockets handed in and returns once it
-// runs; it does not block. Serve takes ownership of the sockets: Close closes
-// them, and so does a failed Serve. Serve may be called once.
-func (s *Server) Serve(udp []net.PacketConn, tcp []net.Listener) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	closeAll := func() {
-		for _, c := range udp {
-			_ = c.Close()
+// families checks and sets the public and relay addresses per family.
+func (s *Server) families(public, relay []netip.Addr) []error {
+	var errs []error
+	if len(public) == 0 {
+		errs = append(errs, errors.New("public address: at least one required"))
+	}
+	for _, a := range public {
+		a = a.Unmap()
+		f := &s.v4
+		if a.Is6() {
+			f = &s.v6
 		}
-		for _, l := range tcp {
-			_ = l.Close()
+		switch {
+		case !a.IsValid() || a.IsUnspecified():
+			errs = append(errs, fmt.Errorf("public address %s: not a usable address", a))
+		case f.public.IsValid():
+			errs = append(errs, fmt.Errorf("public address %s: a second one of its family (%s)", a, f.public))
+		default:
+			f.public = a
 		}
 	}
-	switch {
-	case s.closed:
-		closeAll()
-		return ErrClosed
-	case s.serving:
-		return ErrServing
-	case len(udp)+len(tcp) == 0:
-		return ErrNoSockets
+	for _, a := range relay {
+		a = a.Unmap()
+		f := &s.v4
+		if a.Is6() {
+			f = &s.v6
+		}
+		switch {
+		case !a.IsValid():
+			errs = append(errs, errors.New("relay address: invalid"))
+		case !f.public.IsValid():
+			errs = append(errs, fmt.Errorf("relay address %s: no public address of its family", a))
+		case f.bind.IsValid():
+			errs = append(errs, fmt.Errorf("relay address %s: a second one of its family (%s)", a, f.bind))
+		default:
+			f.bind = a
+		}
 	}
-	cfg := pionturn.ServerConfig{
-		Realm:         s.realm,
-		AuthHandler:   s.authenticate,
-		LoggerFactory: pionLogs{log: s.log},
-		EventHandler: pionturn.EventHandler{
-			OnAuth:              s.onAuth,
-			OnAllocationCreated: s.onAllocationCreated,
-		},
+	if s.v4.public.IsValid() && !s.v4.bind.IsValid() {
+		s.v4.bind = netip.IPv4Unspecified()
 	}
-	for _, c := range udp {
-		cfg.PacketConnConfigs = append(cfg.PacketConnConfigs, pionturn.PacketConnConfig{
-			PacketConn:            &guardPacketConn{PacketConn: c, allowed: s.allowed},
-			RelayAddressGenerator: s.relayGenerator(),
-			PermissionHandler:     s.permit,
-		})
+	if s.v6.public.IsValid() && !s.v6.bind.IsValid() {
+		s.v6.bind = netip.IPv6Unspecified()
 	}
-	for _, l := range tcp {
-		cfg.ListenerConfigs = append(cfg.ListenerConfigs, pionturn.ListenerConfig{
-			Listener:              newGuardListener(l, s.allowed),
-			RelayAddressGenerator: s.relayGenerator(),
-			PermissionHandler:     s.permit,
-		})
+	return errs
+}
+
+func compile(c Settings) (*settings, error) {
+	var errs []error
+	users := make(map[string][]byte, len(c.Users))
+	for name, key := range c.Users {
+		if name == "" || len(key) == 0 {
+			errs = append(errs, fmt.Errorf("users: %q: empty name or key", name))
+			continue
+		}
+		users[name] = append([]byte(nil), key...)
 	}
-	srv, err := pionturn.NewServer(cfg)
+	filter, err := peerfilter.New(c.AllowPeers)
 	if err != nil {
-		// NewServer may have started read loops on the first sockets.
-		for _, pc := range cfg.PacketConnConfigs {
-			_ = pc.PacketConn.Close()
-		}
-		for _, lc := range cfg.ListenerConfigs {
-			_ = lc.Listener.Close()
-		}
-		return fmt.Errorf("turn: start server: %w", err)
+		errs = append(errs, fmt.Errorf("allow_peers: %w", err))
 	}
-	s.srv = srv
-	s.serving = true
+	q := c.Quotas
+	if q.PerUser < 0 || q.PerSource < 0 || q.Total < 0 || q.MaxLifetime < 0 || q.MaxKbps < 0 || c.IdleTimeout < 0 {
+		errs = append(errs, errors.New("quotas and timeouts: negative value"))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return &settings{users: users, secrets: c.Secrets, filter: filter, quotas: q, idleTimeout: c.IdleTimeout}, nil
+}
+
+func (s *Server) settings() *settings { return s.set.Load() }
+
+// Reconfigure replaces the reloadable settings. On error nothing changes.
+func (s *Server) Reconfigure(c Settings) error {
+	st, err := compile(c)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	s.set.Store(st)
 	return nil
 }
 
-// Close stops the server and closes its sockets, the connections accepted on
-// them and every allocation. It is idempotent.
-func (s *Server) Close() error {
+// ServePacket serves STUN/TURN on a UDP socket as listener name. The
+// server owns pc from then on (also when ServePacket fails): Close and
+// CloseListener close it.
+func (s *Server) ServePacket(name string, pc net.PacketConn) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		_ = pc.Close()
+		return ErrClosed
+	case s.listeners[name] != nil:
+		_ = pc.Close()
+		return fmt.Errorf("%w: %s", ErrListener, name)
+	}
+	cfg := s.pionConfig(name)
+	cfg.PacketConnConfigs = []pionturn.PacketConnConfig{{
+		PacketConn:            &guardPacketConn{PacketConn: pc, s: s},
+		RelayAddressGenerator: relays{s: s, listener: name},
+		PermissionHandler:     s.permit(name),
+	}}
+	srv, err := pionturn.NewServer(cfg)
+	if err != nil {
+		_ = pc.Close()
+		return fmt.Errorf("turn: listener %s: %w", name, err)
+	}
+	s.listeners[name] = &listener{pion: srv}
+	return nil
+}
+
+// StreamHandler serves TURN-over-TCP (or TLS, terminated by the caller)
+// connections of one listener.
+type StreamHandler struct {
+	s    *Server
+	name string
+}
+
+// Stream returns the handler of listener name's connections. Its pion
+// server starts with the first connection.
+func (s *Server) Stream(name string) StreamHandler { return StreamHandler{s: s, name: name} }
+
+// ServeConn hands c, from src, to the TURN server. It returns at once; the
+// server closes c when the client leaves, the connection idles out, or the
+// server stops.
+func (h StreamHandler) ServeConn(ctx context.Context, c net.Conn, src netip.Addr) error {
+	l, err := h.s.streamListener(h.name)
+	if err != nil {
+		return err
+	}
+	sc := &streamConn{Conn: c, s: h.s, idle: h.s.settings().idleTimeout}
+	l.track(sc)
+	if err := l.stream.hand(ctx, sc); err != nil {
+		l.untrack(sc)
+		return err
+	}
+	return nil
+}
+
+// streamListener returns listener name's pion server for connections,
+// starting it on first use.
+func (s *Server) streamListener(name string) (*listener, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
+		return nil, ErrClosed
+	}
+	if l := s.listeners[name]; l != nil {
+		if l.stream == nil {
+			return nil, fmt.Errorf("%w: %s is a UDP listener", ErrListener, name)
+		}
+		return l, nil
+	}
+	sl := newStreamListener(name)
+	l := &listener{stream: sl, conns: make(map[*streamConn]struct{})}
+	cfg := s.pionConfig(name)
+	cfg.ListenerConfigs = []pionturn.ListenerConfig{{
+		Listener:              sl,
+		RelayAddressGenerator: relays{s: s, listener: name},
+		PermissionHandler:     s.permit(name),
+	}}
+	srv, err := pionturn.NewServer(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("turn: listener %s: %w", name, err)
+	}
+	l.pion = srv
+	s.listeners[name] = l
+	return l, nil
+}
+
+func (l *listener) track(c *streamConn) {
+	l.mu.Lock()
+	l.conns[c] = struct{}{}
+	l.mu.Unlock()
+	c.l = l
+}
+
+func (l *listener) untrack(c *streamConn) {
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
+}
+
+// close stops the listener's pion server and closes its connections.
+func (l *listener) close() error {
+	err := l.pion.Close()
+	if l.stream != nil {
+		_ = l.stream.Close()
+		l.mu.Lock()
+		conns := make([]*streamConn, 0, len(l.conns))
+		for c := range l.conns {
+			conns = append(conns, c)
+		}
+		l.mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}
+	return err
+}
+
+// CloseListener stops listener name: its socket (UDP) or its connections
+// (TCP/TLS) are closed, and pion ends their allocations.
+func (s *Server) CloseListener(name string) error {
+	s.mu.Lock()
+	l := s.listeners[name]
+	delete(s.listeners, name)
+	s.mu.Unlock()
+	if l == nil {
 		return nil
 	}
-	s.closed = true
-	if s.srv == nil {
-		return nil
-	}
-	if err := s.srv.Close(); err != nil {
-		return fmt.Errorf("turn: close: %w", err)
+	if err := l.close(); err != nil {
+		return fmt.Errorf("turn: close listener %s: %w", name, err)
 	}
 	return nil
 }
 
-func (s *Server) relayGenerator() pionturn.RelayAddressGenerator {
-	return udpOnlyGenerator{&pionturn.RelayAddressGeneratorPortRange{
-		RelayAddress: net.IP(s.publicIP.AsSlice()),
-		MinPort:      s.portMin,
-		MaxPort:      s.portMax,
-		Address:      s.relayBind.String(),
-	}}
+// Close stops every listener and ends every allocation. It is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	ls := s.listeners
+	s.listeners = nil
+	s.mu.Unlock()
+	var errs []error
+	for name, l := range ls {
+		if err := l.close(); err != nil {
+			errs = append(errs, fmt.Errorf("listener %s: %w", name, err))
+		}
+	}
+	s.reg.endAll()
+	if len(errs) > 0 {
+		return fmt.Errorf("turn: close: %w", errors.Join(errs...))
+	}
+	return nil
 }
 
-// udpOnlyGenerator refuses TCP relays (RFC 6062), which this package does not
-// support yet: a TCP Connect would need the same peer filtering.
-type udpOnlyGenerator struct {
-	*pionturn.RelayAddressGeneratorPortRange
+// Allocations lists the active allocations, oldest first.
+func (s *Server) Allocations() []Allocation { return s.reg.list(s.now()) }
+
+// End ends allocation id and returns what it was; false if there is none.
+func (s *Server) End(id uint64) (Allocation, bool) {
+	a, ok := s.reg.end(id, s.now())
+	if ok {
+		s.log.Info("allocation ended by the operator", "id", id, "user", a.User, "client", a.Client, "relay", a.Relay)
+	}
+	return a, ok
 }
 
-func (udpOnlyGenerator) AllocateListener(pionturn.AllocateListenerConfig) (net.Listener, net.Addr, error) {
-	return nil, nil, ErrTCPAllocation
-}
+// CloseFrom ends the allocations of clients inside p (a ban) and returns
+// how many. Their TCP/TLS control connections are the gateway listener's
+// to close.
+func (s *Server) CloseFrom(p netip.Prefix) int { return s.reg.endFrom(p) }
 
-func (udpOnlyGenerator) AllocateConn(pionturn.AllocateConnConfig) (net.Conn, error) {
-	return nil, ErrTCPAllocation
+// pionConfig is the part of a pion server's configuration shared by all
+// listeners; name is the listener's.
+func (s *Server) pionConfig(name string) pionturn.ServerConfig {
+	return pionturn.ServerConfig{
+		Realm:         s.realm,
+		AuthHandler:   s.authenticate(name),
+		QuotaHandler:  s.quota(name),
+		LoggerFactory: pionLogs{log: s.log.With(slog.String("listener", name))},
+		EventHandler: pionturn.EventHandler{
+			OnAuth:              s.onAuth(name),
+			OnAllocationCreated: s.onAllocationCreated(name),
+		},
+	}
 }
 
 // authenticate is pion's AuthHandler: it returns the long-term key for the
 // username. pion then checks MESSAGE-INTEGRITY with it and reports the
 // verdict to onAuth. It is called only for requests carrying credentials,
 // so the first 401 challenge never reaches it.
-func (s *Server) authenticate(ra *pionturn.RequestAttributes) (string, []byte, bool) {
-	if key, ok := s.users[ra.Username]; ok {
-		return ra.Username, key, true
-	}
-	detail := "unknown user"
-	if s.secrets != nil && strings.Contains(ra.Username, ":") {
-		keys, err := s.secrets.Keys(ra.Username, s.realm, s.now())
-		if err == nil && len(keys) > 0 {
-			// pion takes one key: the first secret's (see package doc).
-			return ra.Username, keys[0], true
+func (s *Server) authenticate(listener string) pionturn.AuthHandler {
+	return func(ra *pionturn.RequestAttributes) (string, []byte, bool) {
+		st := s.settings()
+		if key, ok := st.users[ra.Username]; ok {
+			return ra.Username, key, true
 		}
-		detail = "REST credential: " + errDetail(err)
+		detail, reason := "unknown user", "unknown_user"
+		if st.secrets != nil && strings.Contains(ra.Username, ":") {
+			keys, err := st.secrets.Keys(ra.Username, s.realm, s.now())
+			if err == nil && len(keys) > 0 {
+				i, ok := s.rest.get(ra.Username)
+				if !ok || i >= len(keys) {
+					i = 0
+				}
+				return userOf(ra.Username), keys[i], true
+			}
+			reason = restReason(err)
+			detail = "REST credential: " + reason
+		}
+		s.metrics.authFailure(reason)
+		s.emit(event.Event{
+			Kind:     event.RejectedByService,
+			Source:   sourceOf(ra.SrcAddr),
+			Listener: listener,
+			Reason:   event.ReasonInvalidCreds,
+			User:     event.Clip(userOf(ra.Username), 128),
+			Detail:   detail + " (username " + event.Clip(ra.Username, 160) + ")",
+		})
+		return "", nil, false
 	}
-	s.emit(event.Event{
-		Kind:   event.RejectedByService,
-		Source: sourceOf(ra.SrcAddr),
-		Reason: event.ReasonInvalidCreds,
-		User:   event.Clip(ra.Username, 128),
-		Detail: detail,
-	})
-	return "", nil, false
 }
 
-func errDetail(err error) string {
+// userOf is the user a username names: the user part of a REST username
+// ("1735689600:alice" → "alice"), else the username itself. Quotas, the
+// allocation list and events (so fraud detection's per-user view) use it.
+func userOf(username string) string {
+	expiry, user, ok := strings.Cut(username, ":")
+	if !ok || expiry == "" || strings.Trim(expiry, "0123456789") != "" {
+		return username
+	}
+	return user
+}
+
+// restReason names why a REST username was refused, for metrics and events.
+func restReason(err error) string {
 	switch {
-	case err == nil:
-		return "no key"
 	case errors.Is(err, turnauth.ErrExpired):
 		return "expired"
 	case errors.Is(err, turnauth.ErrMalformed):
 		return "malformed"
-	case errors.Is(err, turnauth.ErrUnknownUser):
-		return "unknown"
 	}
-	return event.Clip(err.Error(), 128)
+	return "unknown_user"
 }
 
 // onAuth receives pion's verdict after the MESSAGE-INTEGRITY check; a false
-// verdict is a wrong password (or a REST credential of an older secret).
-func (s *Server) onAuth(src, _ net.Addr, _, username, _, method string, verdict bool) {
-	if verdict {
-		return
+// verdict is a wrong password.
+func (s *Server) onAuth(listener string) func(src, dst net.Addr, proto, username, realm, method string, verdict bool) {
+	return func(src, _ net.Addr, _, username, _, method string, verdict bool) {
+		if verdict {
+			return
+		}
+		s.metrics.authFailure("wrong_password")
+		s.emit(event.Event{
+			Kind:     event.RejectedByService,
+			Source:   sourceOf(src),
+			Listener: listener,
+			Reason:   event.ReasonInvalidCreds,
+			User:     event.Clip(userOf(username), 128),
+			Detail:   "wrong MESSAGE-INTEGRITY on " + method + " (username " + event.Clip(username, 160) + ")",
+		})
 	}
-	s.emit(event.Event{
-		Kind:   event.RejectedByService,
-		Source: sourceOf(src),
-		Reason: event.ReasonInvalidCreds,
-		User:   event.Clip(username, 128),
-		Detail: "wrong MESSAGE-INTEGRITY on " + method,
-	})
 }
 
-func (s *Server) onAllocationCreated(src, _ net.Addr, _, userID, _ string, relay net.Addr, _ int) {
-	detail := ""
-	if relay != nil {
-		detail = "relay " + relay.String()
+// quota is pion's QuotaHandler: it takes a quota slot for the allocation
+// about to be created, or refuses (pion answers 486).
+func (s *Server) quota(listener string) pionturn.QuotaHandler {
+	return func(user, _ string, src net.Addr) bool {
+		full := s.reg.reserve(user, sourceOf(src), s.settings().quotas)
+		if full == "" {
+			return true
+		}
+		s.metrics.quotaFull(full)
+		s.log.Debug("allocation refused: quota full", "quota", full, "user", event.Clip(user, 128),
+			"src", sourceOf(src), "listener", listener)
+		return false
 	}
-	s.emit(event.Event{
-		Kind:   event.Success,
-		Source: sourceOf(src),
-		Reason: event.ReasonOK,
-		User:   event.Clip(userID, 128),
-		Detail: detail,
-	})
 }
 
-// permit is pion's PermissionHandler (CreatePermission and ChannelBind).
-func (s *Server) permit(client net.Addr, peer net.IP) bool {
-	ip, _ := netip.AddrFromSlice(peer) // invalid stays invalid and is denied
-	ok, reason := s.filter.Check(ip)
-	if ok {
-		return true
+func (s *Server) onAllocationCreated(listener string) func(src, dst net.Addr, proto, userID, realm string, relay net.Addr, port int) {
+	return func(src, _ net.Addr, _, userID, _ string, relay net.Addr, _ int) {
+		client, _ := netip.ParseAddrPort(src.String())
+		client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
+		proto := "udp"
+		if _, ok := relay.(*net.TCPAddr); ok {
+			proto = "tcp"
+		}
+		relayAP, _ := netip.ParseAddrPort(relay.String())
+		a := s.reg.created(proto, relayAP, client, s.settings().quotas.MaxLifetime)
+		s.metrics.allocationCreated()
+		detail := "relay " + proto + " " + relayAP.String()
+		if a != nil {
+			detail = fmt.Sprintf("allocation %d: %s", a.id, detail)
+		}
+		s.emit(event.Event{
+			Kind:     event.Success,
+			Source:   client.Addr(),
+			Listener: listener,
+			Reason:   event.ReasonOK,
+			User:     event.Clip(userID, 128),
+			Detail:   detail,
+		})
 	}
-	s.emit(event.Event{
-		Kind:   event.RejectedByGateway,
-		Source: sourceOf(client),
-		Reason: event.ReasonPeerDenied,
-		Detail: "peer " + ip.Unmap().String() + ": " + reason,
-	})
-	return false
+}
+
+// permit is pion's PermissionHandler (CreatePermission, ChannelBind and
+// RFC 6062 Connect).
+func (s *Server) permit(listener string) pionturn.PermissionHandler {
+	return func(client net.Addr, peer net.IP) bool {
+		ip, _ := netip.AddrFromSlice(peer) // invalid stays invalid and is denied
+		ok, reason := s.settings().filter.Check(ip)
+		if ok {
+			return true
+		}
+		s.metrics.peerDeniedIn(reason)
+		s.emit(event.Event{
+			Kind:     event.RejectedByGateway,
+			Source:   sourceOf(client),
+			Listener: listener,
+			Reason:   event.ReasonPeerDenied,
+			Detail:   "peer " + ip.Unmap().String() + ": " + reason,
+		})
+		return false
+	}
 }
 
 func (s *Server) emit(e event.Event) {

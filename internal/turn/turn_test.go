@@ -16,6 +16,7 @@ import (
 
 	"github.com/pion/stun/v4"
 	pionturn "github.com/pion/turn/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/pbxgate/pbxgate/internal/event"
@@ -81,45 +82,94 @@ type testServer struct {
 	tcp     net.Addr
 	events  *recorder
 	secrets *turnauth.Secrets
+	reg     *prometheus.Registry
+}
+
+type serverOpts struct {
+	allowPeers []netip.Prefix
+	allowed    func(netip.Addr) bool
+	quotas     Quotas
+	secrets    [][]byte // default: restSecret
+	public     []netip.Addr
+	idle       time.Duration
 }
 
 func startServer(t *testing.T, allowPeers []netip.Prefix, allowed func(netip.Addr) bool) *testServer {
 	t.Helper()
-	secrets, err := turnauth.NewSecrets([][]byte{restSecret})
+	return startServerWith(t, serverOpts{allowPeers: allowPeers, allowed: allowed})
+}
+
+func startServerWith(t *testing.T, o serverOpts) *testServer {
+	t.Helper()
+	if o.secrets == nil {
+		o.secrets = [][]byte{restSecret}
+	}
+	secrets, err := turnauth.NewSecrets(o.secrets)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.public == nil {
+		o.public = []netip.Addr{netip.MustParseAddr("127.0.0.1")}
 	}
 	rec := &recorder{}
+	reg := prometheus.NewRegistry()
 	srv, err := New(Config{
-		Realm:      realm,
-		PublicIP:   netip.MustParseAddr("127.0.0.1"),
-		RelayBind:  netip.MustParseAddr("127.0.0.1"),
-		Users:      map[string][]byte{"alice": turnauth.LongTermKey("alice", realm, password)},
-		Secrets:    secrets,
-		AllowPeers: allowPeers,
-		Allowed:    allowed,
-	}, Options{Events: rec, Log: slog.New(slog.DiscardHandler)})
+		Realm:       realm,
+		PublicAddrs: o.public,
+		RelayAddrs:  o.public,
+		Allowed:     o.allowed,
+		Settings: Settings{
+			Users:       map[string][]byte{"alice": turnauth.LongTermKey("alice", realm, password)},
+			Secrets:     secrets,
+			AllowPeers:  o.allowPeers,
+			Quotas:      o.quotas,
+			IdleTimeout: o.idle,
+		},
+	}, Options{Events: rec, Log: slog.New(slog.DiscardHandler), Metrics: NewMetrics(reg)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	network := "udp4"
+	if o.public[0].Is6() {
+		network = "udp6"
+	}
+	pc, err := net.ListenPacket(network, netip.AddrPortFrom(o.public[0], 0).String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err := srv.ServePacket("udp", pc); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp"+network[3:], netip.AddrPortFrom(o.public[0], 0).String())
 	if err != nil {
-		_ = pc.Close()
 		t.Fatal(err)
 	}
-	if err := srv.Serve([]net.PacketConn{pc}, []net.Listener{ln}); err != nil {
-		t.Fatal(err)
-	}
+	done := make(chan struct{})
+	go acceptLoop(ln, srv.Stream("tcp"), done)
 	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
 		if err := srv.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
 	})
-	return &testServer{srv: srv, udp: pc.LocalAddr(), tcp: ln.Addr(), events: rec, secrets: secrets}
+	return &testServer{srv: srv, udp: pc.LocalAddr(), tcp: ln.Addr(), events: rec, secrets: secrets, reg: reg}
+}
+
+// acceptLoop plays the gateway's TCP listener: it hands every connection
+// to h.
+func acceptLoop(ln net.Listener, h StreamHandler, done chan<- struct{}) {
+	defer close(done)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+		if err := h.ServeConn(context.Background(), c, ap.Addr()); err != nil {
+			_ = c.Close()
+		}
+	}
 }
 
 // newClient returns a listening pion TURN client on loopback.
@@ -184,7 +234,7 @@ func TestAllocate(t *testing.T) {
 			ts.events.waitFor(t, event.Success, event.ReasonOK)
 			var got []event.Event
 			for _, e := range ts.events.of(event.Success, event.ReasonOK)[before:] {
-				if e.User == tc.user {
+				if e.User == userOf(tc.user) {
 					got = append(got, e)
 				}
 			}
@@ -229,14 +279,14 @@ func TestAuthRefused(t *testing.T) {
 				t.Fatal("Allocate succeeded")
 			}
 			e := ts.events.waitFor(t, event.RejectedByService, event.ReasonInvalidCreds)
-			if e.User != tc.user || e.Proto != Proto || e.Source != netip.MustParseAddr("127.0.0.1") ||
+			if e.User != userOf(tc.user) || e.Proto != Proto || e.Source != netip.MustParseAddr("127.0.0.1") ||
 				!strings.Contains(e.Detail, tc.detail) {
 				t.Errorf("event %+v, want user %q, detail containing %q", e, tc.user, tc.detail)
 			}
 			if n := len(ts.events.of(event.Success, event.ReasonOK)); n != 0 {
 				t.Errorf("%d success events", n)
 			}
-			if n := ts.srv.srv.AllocationCount(); n != 0 {
+			if n := len(ts.srv.Allocations()); n != 0 {
 				t.Errorf("%d allocations", n)
 			}
 		})
@@ -404,14 +454,11 @@ func TestGuard(t *testing.T) {
 		t.Fatal("allowed UDP source got no answer")
 	}
 	if !exchangeTCP(t, ts.tcp) {
-		t.Fatal("allowed TCP source got no answer")
+		t.Fatal("TCP source got no answer")
 	}
 	allow.Store(false)
 	if exchangeUDP(t, ts.udp, 300*time.Millisecond) {
 		t.Error("refused UDP source got an answer")
-	}
-	if exchangeTCP(t, ts.tcp) {
-		t.Error("refused TCP source got an answer")
 	}
 	// A refused client cannot allocate either.
 	c := newClient(t, ts.udp, "alice", password)
@@ -427,7 +474,7 @@ func TestGuard(t *testing.T) {
 }
 
 func TestNewConfig(t *testing.T) {
-	good := Config{Realm: realm, PublicIP: netip.MustParseAddr("192.0.2.1")}
+	good := Config{Realm: realm, PublicAddrs: []netip.Addr{netip.MustParseAddr("192.0.2.1")}}
 	for _, tc := range []struct {
 		name   string
 		modify func(*Config)
@@ -435,11 +482,15 @@ func TestNewConfig(t *testing.T) {
 	}{
 		{"minimal", func(*Config) {}, ""},
 		{"no realm", func(c *Config) { c.Realm = "" }, "realm"},
-		{"no public ip", func(c *Config) { c.PublicIP = netip.Addr{} }, "public_ip"},
-		{"unspecified public ip", func(c *Config) { c.PublicIP = netip.IPv4Unspecified() }, "public_ip"},
-		{"bind family", func(c *Config) { c.RelayBind = netip.IPv6Loopback() }, "relay_bind"},
+		{"no public address", func(c *Config) { c.PublicAddrs = nil }, "public address"},
+		{"unspecified public address", func(c *Config) { c.PublicAddrs = []netip.Addr{netip.IPv4Unspecified()} }, "public address"},
+		{"two IPv4 public addresses", func(c *Config) {
+			c.PublicAddrs = append(c.PublicAddrs, netip.MustParseAddr("192.0.2.2"))
+		}, "second"},
+		{"relay address without its family", func(c *Config) { c.RelayAddrs = []netip.Addr{netip.IPv6Loopback()} }, "relay address"},
 		{"port range", func(c *Config) { c.PortMin, c.PortMax = 60000, 50000 }, "port range"},
-		{"empty key", func(c *Config) { c.Users = map[string][]byte{"a": nil} }, "users"},
+		{"empty key", func(c *Config) { c.Settings.Users = map[string][]byte{"a": nil} }, "users"},
+		{"negative quota", func(c *Config) { c.Settings.Quotas.PerUser = -1 }, "negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := good
@@ -449,8 +500,8 @@ func TestNewConfig(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if s.portMin != DefaultPortMin || s.portMax != DefaultPortMax || s.relayBind != netip.IPv4Unspecified() {
-					t.Errorf("defaults: ports %d..%d bind %v", s.portMin, s.portMax, s.relayBind)
+				if s.ports.min != int(DefaultPortMin) || s.ports.max != int(DefaultPortMax) || s.v4.bind != netip.IPv4Unspecified() || s.v6.public.IsValid() {
+					t.Errorf("defaults: ports %d..%d v4 %+v v6 %+v", s.ports.min, s.ports.max, s.v4, s.v6)
 				}
 				return
 			}
@@ -462,23 +513,33 @@ func TestNewConfig(t *testing.T) {
 }
 
 func TestLifecycle(t *testing.T) {
-	s, err := New(Config{Realm: realm, PublicIP: netip.MustParseAddr("127.0.0.1")}, Options{})
+	s, err := New(Config{Realm: realm, PublicAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}, Options{})
 	if err != nil {
 		t.Fatal(err)
-	}
-	if err := s.Serve(nil, nil); !errors.Is(err, ErrNoSockets) {
-		t.Errorf("Serve without sockets: %v", err)
 	}
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Serve([]net.PacketConn{pc}, nil); err != nil {
+	if err := s.ServePacket("a", pc); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Serve([]net.PacketConn{pc}, nil); !errors.Is(err, ErrServing) {
-		t.Errorf("second Serve: %v", err)
+	pc2, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	if err := s.ServePacket("a", pc2); !errors.Is(err, ErrListener) {
+		t.Errorf("second ServePacket of one name: %v", err)
+	}
+	if _, _, err := pc2.ReadFrom(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("refused socket left open: %v", err)
+	}
+	c1, c2 := net.Pipe()
+	defer c2.Close()
+	if err := s.Stream("a").ServeConn(context.Background(), c1, netip.MustParseAddr("127.0.0.1")); !errors.Is(err, ErrListener) {
+		t.Errorf("stream on a UDP listener's name: %v", err)
+	}
+	_ = c1.Close()
 	for i := range 2 {
 		if err := s.Close(); err != nil {
 			t.Errorf("Close #%d: %v", i+1, err)
@@ -487,14 +548,14 @@ func TestLifecycle(t *testing.T) {
 	if _, _, err := pc.ReadFrom(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("socket not closed by Close: %v", err)
 	}
-	pc2, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	pc3, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Serve([]net.PacketConn{pc2}, nil); !errors.Is(err, ErrClosed) {
-		t.Errorf("Serve after Close: %v", err)
+	if err := s.ServePacket("b", pc3); !errors.Is(err, ErrClosed) {
+		t.Errorf("ServePacket after Close: %v", err)
 	}
-	if _, _, err := pc2.ReadFrom(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("Serve after Close left the socket open: %v", err)
+	if _, _, err := pc3.ReadFrom(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("ServePacket after Close left the socket open: %v", err)
 	}
 }

@@ -182,3 +182,11 @@ func validUser(u string, colon bool) bool {
 	}
 	return true
 }
+
+// Len returns the number of secrets (0 for nil).
+func (s *Secrets) Len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.secrets)
+}

@@ -1,0 +1,105 @@
+package turn
+
+import (
+	"bytes"
+	"encoding/binary"
+	"sync"
+
+	"github.com/pion/stun/v4"
+)
+
+// STUN attribute types read before pion parses a message.
+const (
+	attrUsername         = 0x0006
+	attrMessageIntegrity = 0x0008
+)
+
+// maxRESTKeys bounds the remembered REST usernames; the table is emptied
+// when full (a client whose entry is lost is looked at again on its next
+// request).
+const maxRESTKeys = 1 << 16
+
+// restKeys remembers which secret signed a REST username. pion's
+// AuthHandler returns one key per request without seeing the message, so
+// with several secrets (rotation) the right key is found before pion runs:
+// observe checks the MESSAGE-INTEGRITY of each request carrying a REST
+// username against the key of every secret, and authenticate then returns
+// the key that verified.
+type restKeys struct {
+	mu sync.Mutex
+	m  map[string]int // username → index of the secret whose key verified
+}
+
+func (r *restKeys) get(username string) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i, ok := r.m[username]
+	return i, ok
+}
+
+func (r *restKeys) put(username string, i int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil || len(r.m) >= maxRESTKeys {
+		r.m = make(map[string]int)
+	}
+	r.m[username] = i
+}
+
+// observe looks at a STUN message from a client before pion does. It only
+// acts when several REST secrets are configured and msg is a request with a
+// REST username ("expiry:user") and MESSAGE-INTEGRITY.
+func (s *Server) observe(msg []byte) {
+	st := s.settings()
+	if st.secrets == nil || st.secrets.Len() < 2 || !isSTUN(msg) {
+		return
+	}
+	user, hasMI := stunUsername(msg)
+	if !hasMI || bytes.IndexByte(user, ':') < 0 {
+		return
+	}
+	name := string(user)
+	keys, err := st.secrets.Keys(name, s.realm, s.now())
+	if err != nil {
+		return // authenticate reports it
+	}
+	if i, ok := s.rest.get(name); ok && i < len(keys) {
+		return
+	}
+	m := &stun.Message{Raw: append([]byte(nil), msg...)}
+	if err := m.Decode(); err != nil {
+		return
+	}
+	for i, k := range keys {
+		if stun.MessageIntegrity(k).Check(m) == nil {
+			s.rest.put(name, i)
+			return
+		}
+	}
+}
+
+// stunUsername walks msg's attributes (no allocation) and returns the
+// USERNAME value and whether MESSAGE-INTEGRITY is present. msg must be a
+// STUN message (isSTUN).
+func stunUsername(msg []byte) (user []byte, hasMI bool) {
+	end := stunHeaderLen + int(binary.BigEndian.Uint16(msg[2:4]))
+	if end > len(msg) {
+		end = len(msg)
+	}
+	for off := stunHeaderLen; off+4 <= end; {
+		typ := binary.BigEndian.Uint16(msg[off:])
+		n := int(binary.BigEndian.Uint16(msg[off+2:]))
+		val := off + 4
+		if val+n > end {
+			break
+		}
+		switch typ {
+		case attrUsername:
+			user = msg[val : val+n]
+		case attrMessageIntegrity:
+			hasMI = true
+		}
+		off = val + (n+3)&^3
+	}
+	return user, hasMI
+}
