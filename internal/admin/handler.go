@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -16,6 +17,7 @@ import (
 	"github.com/pbxgate/pbxgate/internal/event"
 	"github.com/pbxgate/pbxgate/internal/fraud"
 	"github.com/pbxgate/pbxgate/internal/store"
+	"github.com/pbxgate/pbxgate/internal/turn"
 )
 
 // route is one path's handlers by method.
@@ -25,7 +27,11 @@ type route struct {
 	socketOnly bool // refused on TCP
 }
 
-const sourcesPrefix = "/api/v1/sources/"
+const (
+	sourcesPrefix     = "/api/v1/sources/"
+	allocationsPath   = "/api/v1/turn/allocations"
+	allocationsPrefix = allocationsPath + "/"
+)
 
 // handler returns the HTTP handler of one listener.
 func (s *Server) handler(socket bool) http.Handler {
@@ -39,12 +45,18 @@ func (s *Server) handler(socket bool) http.Handler {
 		"/api/v1/stats":        {methods: map[string]http.HandlerFunc{"GET": s.stats}},
 		"/api/v1/token/rotate": {socketOnly: true, methods: map[string]http.HandlerFunc{"POST": s.rotateToken}},
 		"/api/v1/state":        {socketOnly: true, methods: map[string]http.HandlerFunc{"GET": s.state}},
+		allocationsPath:        {methods: map[string]http.HandlerFunc{"GET": s.allocations}},
 	}
 	sources := route{methods: map[string]http.HandlerFunc{"GET": s.source}}
+	allocation := route{methods: map[string]http.HandlerFunc{"DELETE": s.endAllocation}}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rt, ok := routes[r.URL.Path]
-		if !ok && strings.HasPrefix(r.URL.Path, sourcesPrefix) {
+		switch {
+		case ok:
+		case strings.HasPrefix(r.URL.Path, sourcesPrefix):
 			rt, ok = sources, true
+		case strings.HasPrefix(r.URL.Path, allocationsPrefix):
+			rt, ok = allocation, true
 		}
 		if socket {
 			if msg := s.checkPeer(r.Context()); msg != "" {
@@ -266,6 +278,43 @@ func (s *Server) source(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, NewSourceJSON(si))
+}
+
+// AllocationsJSON is the answer of GET /api/v1/turn/allocations.
+type AllocationsJSON struct {
+	Allocations []turn.Allocation `json:"allocations"`
+}
+
+func (s *Server) allocations(w http.ResponseWriter, _ *http.Request) {
+	if s.cfg.TURN == nil {
+		writeError(w, http.StatusNotFound, "TURN is not configured: no listener carries turn")
+		return
+	}
+	list := s.cfg.TURN.Allocations()
+	if list == nil {
+		list = []turn.Allocation{}
+	}
+	writeJSON(w, http.StatusOK, AllocationsJSON{Allocations: list})
+}
+
+func (s *Server) endAllocation(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.TURN == nil {
+		writeError(w, http.StatusNotFound, "TURN is not configured: no listener carries turn")
+		return
+	}
+	in := strings.TrimPrefix(r.URL.Path, allocationsPrefix)
+	id, err := strconv.ParseUint(in, 10, 64)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("%q is not an allocation id", event.Clip(in, 32)))
+		return
+	}
+	a, ok := s.cfg.TURN.End(id)
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no allocation %d", id))
+		return
+	}
+	s.log.Info("TURN allocation ended", "id", id, "user", event.Clip(a.User, 128), "client", a.Client, "relay", a.Relay, "by", who(r))
+	writeJSON(w, http.StatusOK, a)
 }
 
 func (s *Server) stats(w http.ResponseWriter, _ *http.Request) {

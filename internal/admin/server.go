@@ -19,6 +19,7 @@ import (
 	"github.com/pbxgate/pbxgate/internal/event"
 	"github.com/pbxgate/pbxgate/internal/fraud"
 	"github.com/pbxgate/pbxgate/internal/store"
+	"github.com/pbxgate/pbxgate/internal/turn"
 )
 
 // Control is what the admin API needs from the fraud engine (*fraud.Engine
@@ -39,6 +40,15 @@ type Control interface {
 	Inspect(ctx context.Context, a netip.Addr) (fraud.SourceInfo, error)
 	// Stats returns the engine's counters.
 	Stats() fraud.Stats
+}
+
+// TURN is what the admin API needs from the TURN server (*turn.Server
+// implements it).
+type TURN interface {
+	// Allocations lists the active allocations, oldest first.
+	Allocations() []turn.Allocation
+	// End ends allocation id; false if there is none.
+	End(id uint64) (turn.Allocation, bool)
 }
 
 // Config is what the admin server is built from.
@@ -63,6 +73,8 @@ type Config struct {
 	Sink event.Sink
 	// Control is the fraud engine. Required.
 	Control Control
+	// TURN is the TURN server. nil: the turn endpoints answer 404.
+	TURN TURN
 	// Snapshot writes the state store's snapshot for GET /api/v1/state.
 	// nil: answered 501.
 	Snapshot func(ctx context.Context, w io.Writer) error

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/pbxgate/pbxgate/internal/admin"
+	"github.com/pbxgate/pbxgate/internal/turn"
 )
 
 // DefaultTimeout bounds a request when Options.Timeout is zero.
@@ -216,6 +217,21 @@ func (c *Client) remove(ctx context.Context, path, addr string) (admin.EntryJSON
 func (c *Client) Inspect(ctx context.Context, ip string) (admin.SourceJSON, error) {
 	var out admin.SourceJSON
 	err := c.call(ctx, "GET", "/api/v1/sources/"+url.PathEscape(ip), nil, nil, &out)
+	return out, err
+}
+
+// Allocations lists the TURN server's active allocations.
+func (c *Client) Allocations(ctx context.Context) (admin.AllocationsJSON, error) {
+	var out admin.AllocationsJSON
+	err := c.call(ctx, "GET", "/api/v1/turn/allocations", nil, nil, &out)
+	return out, err
+}
+
+// EndAllocation ends TURN allocation id and returns what it was (404 if
+// there is none).
+func (c *Client) EndAllocation(ctx context.Context, id uint64) (turn.Allocation, error) {
+	var out turn.Allocation
+	err := c.call(ctx, "DELETE", "/api/v1/turn/allocations/"+strconv.FormatUint(id, 10), nil, nil, &out)
 	return out, err
 }
 

@@ -52,13 +52,13 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "pbxgate",
 		Short:         "The single public door of a VoIP/PBX platform",
-		Long:          "pbxgate routes HTTP(S) and LDAP(S) (SIP and more to come) to private services by what the traffic says,\nterminates TLS, and reports every suspicious request as an event.",
+		Long:          "pbxgate routes HTTP(S), SIP and LDAP(S) to private services by what the traffic says, serves STUN/TURN,\nterminates TLS, and bans the sources of attacks.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(append([]*cobra.Command{newServe(stderr), newCheck(stdout), newDemo(stdout, stderr), newVersion(stdout), newBackup(stdout, stderr), newRestore(stderr)}, adminCommands(stdout, stderr)...)...)
+	root.AddCommand(append([]*cobra.Command{newServe(stderr), newCheck(stdout), newDemo(stdout, stderr), newVersion(stdout), newBackup(stdout, stderr), newRestore(stderr), newTURN(stdout)}, adminCommands(stdout, stderr)...)...)
 	return root
 }
 

@@ -20,6 +20,7 @@ const (
 	ProtoTCP   = "tcp"
 	ProtoSIP   = "sip"
 	ProtoSIPWS = "sip-ws" // Listener.Protocols only
+	ProtoTURN  = "turn"   // Listener.Protocols only: STUN and TURN
 
 	TransportTCP = "tcp" // Listener.Transport
 	TransportUDP = "udp"
@@ -81,6 +82,15 @@ const (
 	DefaultSIPCallMaxDuration = Duration(3 * time.Hour)
 	DefaultSIPMaxTracked      = 100000
 	DefaultSIPExternal        = `^\+?[0-9]{6,}$`
+
+	DefaultTURNPortMin     = 49152
+	DefaultTURNPortMax     = 65535
+	DefaultTURNPerUser     = 50
+	DefaultTURNPerSource   = 200
+	DefaultTURNTotal       = 20000
+	DefaultTURNMaxLifetime = Duration(12 * time.Hour)
+	DefaultTURNMaxKbps     = 10000
+	DefaultTURNIdle        = Duration(10 * time.Minute)
 
 	DefaultAdminAddress = "127.0.0.1:9190"
 	DefaultAdminSocket  = "admin.sock" // inside DataDir
@@ -262,11 +272,28 @@ func (c *Config) ApplyDefaults() {
 	setInt(&f.SuspectRate, DefaultSuspectRate)
 
 	c.SIP.applyDefaults()
+	c.TURN.applyDefaults()
 
 	setStr(&c.Admin.Address, DefaultAdminAddress)
 	setStr(&c.Admin.Socket, filepath.Join(c.DataDir, DefaultAdminSocket))
 	setStr(&c.Store.Backend, DefaultStoreBackend)
 	setStr(&c.Store.Path, filepath.Join(c.DataDir, DefaultStorePath))
+}
+
+func (t *TURN) applyDefaults() {
+	t.PublicAddresses = nilIfEmpty(t.PublicAddresses)
+	t.RelayAddresses = nilIfEmpty(t.RelayAddresses)
+	t.Users = nilIfEmpty(t.Users)
+	t.RESTSecrets = nilIfEmpty(t.RESTSecrets)
+	t.AllowPeers = nilIfEmpty(t.AllowPeers)
+	setInt(&t.RelayPorts.Min, DefaultTURNPortMin)
+	setInt(&t.RelayPorts.Max, DefaultTURNPortMax)
+	setIntPtr(&t.Quotas.PerUser, DefaultTURNPerUser)
+	setIntPtr(&t.Quotas.PerSource, DefaultTURNPerSource)
+	setIntPtr(&t.Quotas.Total, DefaultTURNTotal)
+	setDur(&t.Quotas.MaxLifetime, DefaultTURNMaxLifetime)
+	setIntPtr(&t.Quotas.MaxKbps, DefaultTURNMaxKbps)
+	setDur(&t.IdleTimeout, DefaultTURNIdle)
 }
 
 func (s *SIP) applyDefaults() {

@@ -32,6 +32,8 @@ type Config struct {
 	Store Store `yaml:"store"`
 	// SIP is the SIP edge policy: flood limits, scanners, tenants.
 	SIP SIP `yaml:"sip"`
+	// TURN is the STUN/TURN server: relay addresses, credentials, quotas.
+	TURN TURN `yaml:"turn"`
 
 	// File is the path the configuration was read from ("" when parsed from
 	// bytes). Not part of the YAML.
@@ -127,7 +129,8 @@ type Listener struct {
 	Name string `yaml:"name"`
 	// Address is host:port, e.g. ":443", "0.0.0.0:389", "[::]:443". Required.
 	Address string `yaml:"address"`
-	// Transport is tcp or udp. A udp listener carries SIP only. Default tcp.
+	// Transport is tcp or udp. A udp listener carries either sip or turn.
+	// Default tcp.
 	Transport string `yaml:"transport"`
 	// TLS is "none" (TLS refused), "required" (plaintext refused) or
 	// "optional" (both, told apart by the first bytes). Default "none".
@@ -139,10 +142,10 @@ type Listener struct {
 	// instead of answering with the default certificate. Default false.
 	StrictSNI bool `yaml:"strict_sni"`
 	// Protocols accepted on this listener (after TLS termination): any of
-	// http, ldap, sip, sip-ws, tcp. "sip-ws" serves WebSocket upgrades
-	// offering the "sip" subprotocol (RFC 7118). "tcp" forwards anything
-	// that is none of the other protocols to TCPService. Default [http]
-	// ([sip] on udp).
+	// http, ldap, sip, sip-ws, turn, tcp. "sip-ws" serves WebSocket upgrades
+	// offering the "sip" subprotocol (RFC 7118). "turn" serves STUN and
+	// TURN (see the turn section). "tcp" forwards anything that is none of
+	// the other protocols to TCPService. Default [http] ([sip] on udp).
 	Protocols []string `yaml:"protocols"`
 	// MaxConnections caps concurrent connections. Default Limits.MaxConnections.
 	MaxConnections int `yaml:"max_connections"`

@@ -76,6 +76,7 @@ func (c *Config) validate() []*Problem {
 	k.fraud()
 	k.admin()
 	k.sip(services)
+	k.turn()
 	return k.probs
 }
 
@@ -407,14 +408,14 @@ func (k *checker) listeners(certs map[string]bool, services map[string]*Service)
 func (k *checker) protocols(p string, protos []string) map[string]bool {
 	has := make(map[string]bool)
 	if len(protos) == 0 {
-		k.add(p, "must list at least one of http, ldap, sip, sip-ws, tcp")
+		k.add(p, "must list at least one of http, ldap, sip, sip-ws, turn, tcp")
 		return has
 	}
 	for j, proto := range protos {
 		pp := indexPath(p, j)
 		switch {
-		case proto != ProtoHTTP && proto != ProtoLDAP && proto != ProtoSIP && proto != ProtoSIPWS && proto != ProtoTCP:
-			k.add(pp, "%q is not one of http, ldap, sip, sip-ws, tcp", clip(proto, 64))
+		case proto != ProtoHTTP && proto != ProtoLDAP && proto != ProtoSIP && proto != ProtoSIPWS && proto != ProtoTURN && proto != ProtoTCP:
+			k.add(pp, "%q is not one of http, ldap, sip, sip-ws, turn, tcp", clip(proto, 64))
 		case has[proto]:
 			k.add(pp, "%q is listed twice", proto)
 		default:

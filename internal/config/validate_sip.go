@@ -144,8 +144,8 @@ func (k *checker) udpListener(p string, l *Listener) {
 	if l.TLS != TLSNone {
 		k.add(p+".tls", "a udp listener has no TLS (DTLS is not supported); use a tcp listener with tls")
 	}
-	if len(l.Protocols) != 1 || l.Protocols[0] != ProtoSIP {
-		k.add(p+".protocols", "a udp listener carries sip only; leave protocols out or write [sip]")
+	if len(l.Protocols) != 1 || (l.Protocols[0] != ProtoSIP && l.Protocols[0] != ProtoTURN) {
+		k.add(p+".protocols", "a udp listener carries either sip or turn: write [sip] (the default) or [turn]")
 	}
 	for _, f := range []struct {
 		key string

@@ -22,6 +22,7 @@ import (
 	"github.com/pbxgate/pbxgate/internal/httpproxy"
 	"github.com/pbxgate/pbxgate/internal/listen"
 	"github.com/pbxgate/pbxgate/internal/sipedge"
+	"github.com/pbxgate/pbxgate/internal/turn"
 	"github.com/pbxgate/pbxgate/internal/udprelay"
 )
 
@@ -44,6 +45,10 @@ type Gateway struct {
 	events event.Sink
 	sec    *security
 	sip    *sipedge.Policy // outlives reloads: flood blocks and calls are kept
+	turn   *turn.Server    // nil when no listener carried turn at start; outlives reloads
+	// started0 is the configuration New was given: what the TURN server's
+	// start-only settings came from.
+	started0 *config.Config
 
 	mu        sync.Mutex // guards the fields below
 	cfg       *config.Config
@@ -70,7 +75,9 @@ type liveListener struct {
 	mux  atomic.Pointer[sipMux] // what HTTP requests go to: hh and/or SIP over WebSocket
 	// UDP listeners.
 	pc    net.PacketConn
-	relay *udprelay.Relay
+	proto string          // what a udp listener carries: sip or turn
+	relay *udprelay.Relay // sip
+	turn  *turn.Server    // turn
 }
 
 // ServeHTTP passes a request to the listener's current mux.
@@ -88,7 +95,10 @@ func httpOrNil(on bool, h *httpproxy.Swappable) http.Handler {
 
 // sameSocket reports whether l is lc's socket.
 func (l *liveListener) sameSocket(lc config.Listener) bool {
-	return l.addr == lc.Address && l.transport == lc.Transport
+	if l.addr != lc.Address || l.transport != lc.Transport {
+		return false
+	}
+	return l.transport != config.TransportUDP || l.proto == lc.Protocols[0]
 }
 
 // localAddr is the bound address.
@@ -135,6 +145,10 @@ func New(cfg *config.Config, o Options) (*Gateway, error) {
 		return nil, err
 	}
 	g.sip = sp
+	if g.turn, err = newTURN(cfg, g); err != nil {
+		return nil, err
+	}
+	g.started0 = cfg
 	rt, err := g.build(cfg)
 	if err != nil {
 		return nil, err
@@ -161,6 +175,9 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	g.started = true
 	g.serveCtx = ctx
+	if g.turn != nil {
+		g.sec.track(g.turn)
+	}
 	opened, err := g.openLocked(ctx, g.rt, g.cfg.Listeners)
 	if err != nil {
 		_ = g.stopSecurity(ctx)
@@ -249,6 +266,14 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 		g.serveLocked(l)
 	}
 	g.reloadSecurityLocked(cfg)
+	if g.turn != nil {
+		if err := g.turn.Reconfigure(rt.turn); err != nil {
+			g.log.Error("reload: turn settings kept as they were", "err", err) // build() checked them
+		}
+		if keys := turnRestartNeeded(g.started0, cfg); len(keys) > 0 {
+			g.log.Warn("reload: these turn settings take effect at restart only", "keys", keys)
+		}
+	}
 	if err := g.sip.Reconfigure(rt.sip); err != nil {
 		// build() checked the tables; this is a bug, keep the old ones.
 		g.log.Error("reload: sip policy kept as it was", "err", err)
@@ -309,6 +334,11 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	_ = g.sip.Close()
+	if g.turn != nil {
+		if err := g.turn.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	g.wg.Wait()
 	rt.close()
 	if started {
@@ -318,6 +348,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 }
 
 func (l *liveListener) shutdown(ctx context.Context) error {
+	if l.turn != nil {
+		return l.turn.CloseListener(l.name)
+	}
 	if l.relay != nil {
 		defer l.sec.untrack(l.relay)
 		return l.relay.Shutdown(ctx)
@@ -355,6 +388,10 @@ func (g *Gateway) openLocked(ctx context.Context, rt *runtime, lcs []config.List
 
 func (g *Gateway) serveLocked(l *liveListener) {
 	g.listeners[l.name] = l
+	if l.turn != nil {
+		g.serveTURNLocked(l)
+		return
+	}
 	if l.relay != nil {
 		g.serveUDPLocked(l)
 		return
@@ -384,6 +421,9 @@ func Check(cfg *config.Config) (warnings []string, err error) {
 		return nil, err
 	}
 	g.sip = sp
+	if g.turn, err = newTURN(cfg, g); err != nil {
+		return nil, err
+	}
 	rt, err := g.buildMode(cfg, true)
 	if err != nil {
 		return nil, err

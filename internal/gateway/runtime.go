@@ -23,6 +23,7 @@ import (
 	"github.com/pbxgate/pbxgate/internal/listen"
 	"github.com/pbxgate/pbxgate/internal/sipedge"
 	"github.com/pbxgate/pbxgate/internal/sniff"
+	"github.com/pbxgate/pbxgate/internal/turn"
 )
 
 // runtime is everything built from one configuration. It is immutable once
@@ -35,6 +36,7 @@ type runtime struct {
 	dialers    map[string]*backend.Dialer
 	listeners  map[string]*listenerRT
 	sip        sipedge.Config
+	turn       turn.Settings
 	warnings   []string
 }
 
@@ -47,6 +49,7 @@ type listenerRT struct {
 	tcp      listen.Handler
 	sip      listen.Handler // SIP over TCP/TLS
 	ws       http.Handler   // SIP over WebSocket
+	turn     listen.Handler // STUN/TURN over TCP/TLS
 	udp      bool           // a udp listener: the relay takes its tables from rt.sip
 	maxConns int
 }
@@ -93,6 +96,14 @@ func (g *Gateway) buildMode(cfg *config.Config, dry bool) (*runtime, error) {
 		return nil, fmt.Errorf("%s: %w", cfg.Where("sip"), err)
 	}
 	rt.sip = sc
+	if cfg.ServesTURN() {
+		if g.turn == nil {
+			return nil, fmt.Errorf("%s: %w", cfg.Where("turn"), errTURNAtStart)
+		}
+		if rt.turn, err = turnSettings(cfg); err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.Where("turn"), err)
+		}
+	}
 	for i, lc := range cfg.Listeners {
 		lrt, err := g.buildListener(rt, lc, minTLS)
 		if err != nil {
@@ -240,6 +251,9 @@ func (g *Gateway) buildListener(rt *runtime, lc config.Listener, minTLS uint16) 
 	if protos[config.ProtoSIPWS] {
 		lrt.ws = g.sip.WebSocket(lc.Name, requestAddr)
 	}
+	if protos[config.ProtoTURN] {
+		lrt.turn = accessLogged(g.turn.Stream(lc.Name), "turn", lc.Name, g.accessLog(cfg))
+	}
 	if protos["tcp"] {
 		d := rt.dialers[lc.TCPService]
 		if d == nil {
@@ -383,6 +397,9 @@ func (g *Gateway) listenConfig(rt *runtime, l *liveListener) listen.Config {
 	if lrt.sip != nil {
 		handlers[sniff.SIP] = lrt.sip
 	}
+	if lrt.turn != nil {
+		handlers[sniff.STUN] = lrt.turn
+	}
 	return listen.Config{
 		TLSMode:           lrt.tlsMode,
 		TLS:               lrt.tls,
@@ -399,6 +416,9 @@ func (g *Gateway) listenConfig(rt *runtime, l *liveListener) listen.Config {
 
 func (g *Gateway) newListener(ctx context.Context, rt *runtime, lc config.Listener) (*liveListener, error) {
 	if lc.Transport == config.TransportUDP {
+		if isTURN(lc) {
+			return g.newTURNListener(ctx, lc)
+		}
 		return g.newUDPListener(ctx, rt, lc)
 	}
 	ln, err := listen.Listen(ctx, "tcp", lc.Address)
@@ -433,6 +453,9 @@ func (g *Gateway) newListener(ctx context.Context, rt *runtime, lc config.Listen
 
 // reconfigureLocked moves an unchanged listener onto the tables of rt.
 func (g *Gateway) reconfigureLocked(l *liveListener, rt *runtime, lc config.Listener) error {
+	if l.turn != nil {
+		return nil // the TURN server's settings are reconfigured as a whole
+	}
 	if l.relay != nil {
 		return l.relay.Reconfigure(g.udpConfig(rt, lc))
 	}

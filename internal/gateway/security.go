@@ -269,7 +269,12 @@ func (g *Gateway) startSecurity(ctx context.Context, cfg *config.Config) (err er
 		_ = eng.Close()
 	})
 
+	var turnAPI admin.TURN
+	if g.turn != nil {
+		turnAPI = g.turn
+	}
 	srv, err := admin.New(admin.Config{
+		TURN:     turnAPI,
 		Token:    verifier,
 		Store:    st,
 		Ready:    g.ready,

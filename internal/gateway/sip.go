@@ -152,7 +152,7 @@ func (g *Gateway) newUDPListener(ctx context.Context, rt *runtime, lc config.Lis
 		pc.Close()
 		return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
 	}
-	return &liveListener{name: lc.Name, addr: lc.Address, transport: config.TransportUDP, pc: pc, relay: relay, sec: g.sec}, nil
+	return &liveListener{name: lc.Name, addr: lc.Address, transport: config.TransportUDP, proto: config.ProtoSIP, pc: pc, relay: relay, sec: g.sec}, nil
 }
 
 // serveUDPLocked starts a udp listener's relay.

@@ -72,6 +72,10 @@ var versions = [...]struct {
 //   - LDAP: 0x30 (SEQUENCE), a definite length of at least 5 (short form, or
 //     long form 0x81..0x84 followed by that many bytes), then 0x02 (the
 //     INTEGER messageID).
+//   - STUN: a first byte of 0x00 or 0x01 (the message type's top byte for
+//     every method below 0x80, which all defined methods are; no other
+//     protocol here starts so), then the magic cookie 0x2112A442 at bytes
+//     4..7. Eight bytes decide.
 //   - HTTP2: exactly the 24-byte prior-knowledge preface, at the very start.
 //   - HTTP and SIP: a request line. A method only HTTP has (GET, POST, ...,
 //     and the WebDAV/CalDAV methods) decides HTTP at "METHOD "; a method only
@@ -97,7 +101,26 @@ func Classify(b []byte) (p Proto, needMore bool) {
 	case 0x30:
 		return classifyLDAP(b)
 	}
+	if b[0] <= 0x01 {
+		return classifySTUN(b)
+	}
 	return classifyText(b)
+}
+
+// stunCookie is the magic cookie of RFC 5389/8489 at bytes 4..7.
+var stunCookie = [4]byte{0x21, 0x12, 0xA4, 0x42}
+
+func classifySTUN(b []byte) (Proto, bool) {
+	// b[0] is 0x00 or 0x01: a STUN message type. Bytes 2..3 are the length.
+	for i := 4; i < 8; i++ {
+		if i >= len(b) {
+			return Unknown, true
+		}
+		if b[i] != stunCookie[i-4] {
+			return Unknown, false
+		}
+	}
+	return STUN, false
 }
 
 func classifyTLS(b []byte) (Proto, bool) {

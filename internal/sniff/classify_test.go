@@ -122,8 +122,12 @@ func TestClassifyTable(t *testing.T) {
 		{"sip response without space", "SIP/2.0\r\n", Unknown, false},
 		{"http response is not a request", "HTTP/1.1 200 OK\r\n", Unknown, false},
 		{"ssh banner", "SSH-2.0-OpenSSH_9.2\r\n", Unknown, false},
-		{"binary zero", "\x00", Unknown, false},
-		{"stun binding", "\x00\x01\x00\x00\x21\x12\xa4\x42", Unknown, false},
+		{"binary zero", "\x00", Unknown, true},
+		{"binary zeros", "\x00\x00\x00\x00\x00", Unknown, false},
+		{"stun binding", "\x00\x01\x00\x00\x21\x12\xa4\x42", STUN, false},
+		{"stun allocate, partial cookie", "\x00\x03\x00\x10\x21\x12", Unknown, true},
+		{"classic STUN (RFC 3489, no cookie)", "\x00\x01\x00\x00\xde\xad\xbe\xef", Unknown, false},
+		{"ChannelData is no first message", "\x40\x00\x00\x04\x21\x12\xa4\x42", Unknown, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,7 +141,7 @@ func TestClassifyTable(t *testing.T) {
 
 // A first byte that starts no known protocol is Unknown at once.
 func TestClassifyFirstByte(t *testing.T) {
-	const starts = "\x16\x30\rABCDGHILMNOPRSTU"
+	const starts = "\x00\x01\x16\x30\rABCDGHILMNOPRSTU"
 	for c := 0; c < 256; c++ {
 		p, more := Classify([]byte{byte(c)})
 		if p != Unknown {

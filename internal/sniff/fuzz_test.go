@@ -36,8 +36,15 @@ func refLDAP(b []byte) bool {
 	return length >= 5 && b[2+lenBytes] == 0x02
 }
 
+// refSTUN: first byte 0x00 or 0x01, the magic cookie at bytes 4..7.
+func refSTUN(b []byte) bool {
+	return len(b) >= 8 && b[0] <= 1 && string(b[4:8]) == "\x21\x12\xa4\x42"
+}
+
 func reference(b []byte) Proto {
 	switch {
+	case refSTUN(b):
+		return STUN
 	case refTLS.Match(b):
 		return TLS
 	case refLDAP(b):

@@ -24,6 +24,9 @@ const (
 	SIP
 	// LDAP is an LDAPMessage (BER SEQUENCE starting with a messageID).
 	LDAP
+	// STUN is a STUN message (RFC 8489 header with the magic cookie): a
+	// STUN or TURN client over TCP or TLS.
+	STUN
 )
 
 var protoNames = [...]string{
@@ -33,10 +36,11 @@ var protoNames = [...]string{
 	HTTP2:   "http2",
 	SIP:     "sip",
 	LDAP:    "ldap",
+	STUN:    "stun",
 }
 
 // String returns the lower-case name used in configuration: "unknown",
-// "tls", "http", "http2", "sip" or "ldap".
+// "tls", "http", "http2", "sip", "ldap" or "stun".
 func (p Proto) String() string {
 	if int(p) < len(protoNames) {
 		return protoNames[p]

@@ -91,7 +91,7 @@ func TestReadErrors(t *testing.T) {
 		{"timeout before a decision", iotest.TimeoutReader(bytes.NewReader([]byte("OPTIONS * HT"))), 64, 12, Unknown, iotest.ErrTimeout},
 		{"decided with eof in the same read", &dataErrReader{"GET / HTTP/1.0\r\n\r\n", io.EOF}, 64, 18, HTTP, io.EOF},
 		{"undecided with error in the same read", &dataErrReader{"OPTIONS * HT", errBoom}, 64, 12, Unknown, errBoom},
-		{"garbage", iotest.OneByteReader(bytes.NewReader([]byte("\x00\x01\x02"))), 64, 1, Unknown, nil},
+		{"garbage", iotest.OneByteReader(bytes.NewReader([]byte("\x02\x01\x02"))), 64, 1, Unknown, nil},
 		{"buffer full of keep-alives", bytes.NewReader(bytes.Repeat([]byte("\r\n"), 100)), 16, 16, Unknown, ErrTooLong},
 		{"request line longer than buffer", iotest.OneByteReader(bytes.NewReader([]byte("OPTIONS sip:averylonguser@example.com SIP/2.0\r\n"))), 20, 20, Unknown, ErrTooLong},
 		{"empty buffer", iotest.ErrReader(errBoom), 0, 0, Unknown, ErrTooLong},

@@ -103,3 +103,47 @@ func stunUsername(msg []byte) (user []byte, hasMI bool) {
 	}
 	return user, hasMI
 }
+
+// keyOf returns the long-term key a request by username is checked with,
+// or nil: a static user's key, or the REST key of the secret that signed it.
+func (s *Server) keyOf(username string) []byte {
+	st := s.settings()
+	if key, ok := st.users[username]; ok {
+		return key
+	}
+	if st.secrets == nil {
+		return nil
+	}
+	keys, err := st.secrets.Keys(username, s.realm, s.now())
+	if err != nil || len(keys) == 0 {
+		return nil
+	}
+	if i, ok := s.rest.get(username); ok && i < len(keys) {
+		return keys[i]
+	}
+	return keys[0]
+}
+
+// signSTUN returns msg with MESSAGE-INTEGRITY (key) and FINGERPRINT
+// appended, dropping a FINGERPRINT msg already had.
+func signSTUN(msg, key []byte) ([]byte, error) {
+	m := &stun.Message{Raw: append([]byte(nil), msg...)}
+	if err := m.Decode(); err != nil {
+		return nil, err
+	}
+	out := &stun.Message{Type: m.Type, TransactionID: m.TransactionID}
+	out.WriteHeader()
+	for _, a := range m.Attributes {
+		if a.Type == stun.AttrFingerprint || a.Type == stun.AttrMessageIntegrity {
+			continue
+		}
+		out.Add(a.Type, a.Value)
+	}
+	if err := stun.MessageIntegrity(key).AddTo(out); err != nil {
+		return nil, err
+	}
+	if err := stun.Fingerprint.AddTo(out); err != nil {
+		return nil, err
+	}
+	return out.Raw, nil
+}

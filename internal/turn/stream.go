@@ -74,6 +74,9 @@ type streamConn struct {
 	renew time.Time // when the read deadline was last set
 	raw   bool      // a data connection: no framing, no idle deadline
 	fr    framer
+	// bindKey is the long-term key of a ConnectionBind request's user,
+	// kept until its answer goes out (see Write).
+	bindKey []byte
 }
 
 func (c *streamConn) Read(p []byte) (int, error) {
@@ -105,9 +108,32 @@ func (c *streamConn) frame(msg []byte) {
 	if stunMethod(msg) == methodConnectionBind {
 		c.raw = true
 		_ = c.Conn.SetReadDeadline(time.Time{})
+		if user, ok := stunUsername(msg); ok {
+			c.bindKey = c.s.keyOf(string(user))
+		}
 		return
 	}
 	c.s.observe(msg)
+}
+
+// Write passes pion's answers on. pion answers a ConnectionBind without
+// MESSAGE-INTEGRITY, which RFC 8489 requires on the answer to an
+// authenticated request and which clients such as coturn's check: the
+// answer is signed here with the key the request was checked with.
+func (c *streamConn) Write(p []byte) (int, error) {
+	if c.bindKey == nil || !isSTUN(p) || binary.BigEndian.Uint16(p[0:2]) != connectionBindSuccess {
+		return c.Conn.Write(p)
+	}
+	key := c.bindKey
+	c.bindKey = nil
+	signed, err := signSTUN(p, key)
+	if err != nil {
+		return c.Conn.Write(p)
+	}
+	if _, err := c.Conn.Write(signed); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // STUN message framing, as far as this package needs it.
@@ -115,6 +141,9 @@ const (
 	stunHeaderLen        = 20
 	stunCookie           = 0x2112A442
 	methodConnectionBind = 0x000b
+	// connectionBindSuccess is the message type of a ConnectionBind
+	// success response.
+	connectionBindSuccess = 0x010b
 	// maxObserved is the longest STUN message the framer keeps to look at;
 	// longer ones (no authentication request is) are skipped.
 	maxObserved = 2048

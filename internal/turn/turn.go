@@ -461,13 +461,7 @@ func (s *Server) Close() error {
 func (s *Server) Allocations() []Allocation { return s.reg.list(s.now()) }
 
 // End ends allocation id and returns what it was; false if there is none.
-func (s *Server) End(id uint64) (Allocation, bool) {
-	a, ok := s.reg.end(id, s.now())
-	if ok {
-		s.log.Info("allocation ended by the operator", "id", id, "user", a.User, "client", a.Client, "relay", a.Relay)
-	}
-	return a, ok
-}
+func (s *Server) End(id uint64) (Allocation, bool) { return s.reg.end(id, s.now()) }
 
 // CloseFrom ends the allocations of clients inside p (a ban) and returns
 // how many. Their TCP/TLS control connections are the gateway listener's
@@ -501,14 +495,10 @@ func (s *Server) authenticate(listener string) pionturn.AuthHandler {
 		}
 		detail, reason := "unknown user", "unknown_user"
 		if st.secrets != nil && strings.Contains(ra.Username, ":") {
-			keys, err := st.secrets.Keys(ra.Username, s.realm, s.now())
-			if err == nil && len(keys) > 0 {
-				i, ok := s.rest.get(ra.Username)
-				if !ok || i >= len(keys) {
-					i = 0
-				}
-				return userOf(ra.Username), keys[i], true
+			if key := s.keyOf(ra.Username); key != nil {
+				return userOf(ra.Username), key, true
 			}
+			_, err := st.secrets.Keys(ra.Username, s.realm, s.now())
 			reason = restReason(err)
 			detail = "REST credential: " + reason
 		}
