@@ -165,7 +165,9 @@ func newTURNEnd(stdout io.Writer) *cobra.Command {
 				return usageErr(fmt.Errorf("%q is not an allocation id", args[0]))
 			}
 			return do(cmd, &f, stdout,
-				func(c *adminclient.Client, ctx context.Context) (turn.Allocation, error) { return c.EndAllocation(ctx, id) },
+				func(c *adminclient.Client, ctx context.Context) (turn.Allocation, error) {
+					return c.EndAllocation(ctx, id)
+				},
 				func(a turn.Allocation) error {
 					fmt.Fprintf(stdout, "ended allocation %d (user %s, client %s, relay %s)\n", a.ID, safe(a.User, 64), a.Client, a.Relay)
 					return nil

@@ -21,8 +21,16 @@ func (c *Config) Warnings() []string {
 	if c.Timeouts.FirstBytes > Duration(30*time.Second) {
 		warn("timeouts.first_bytes", "%s lets a silent connection hold a slot for long (slowloris); 5s is the default", c.Timeouts.FirstBytes)
 	}
-	if len(c.Services) == 0 {
+	if len(c.Services) == 0 && c.servesOtherThanTURN() {
 		warn("services", "no services: every request and connection is refused")
+	}
+	if !c.ServesTURN() && (c.TURN.Realm != "" || len(c.TURN.PublicAddresses) > 0) {
+		warn("turn", "set, but no listener carries turn: the section is unused")
+	}
+	for i, n := range c.TURN.AllowPeers {
+		if p, err := ParseNetwork(n); err == nil && p.Bits() <= 1 {
+			warn(indexPath("turn.allow_peers", i), "%s opens the relays to every special-purpose range (loopback, private networks, cloud metadata): list only your media servers' networks", n)
+		}
 	}
 
 	for i, l := range c.Listeners {
@@ -109,4 +117,17 @@ func loopbackListener(addr string) bool {
 	}
 	a, err := netip.ParseAddr(host)
 	return err == nil && a.IsLoopback()
+}
+
+// servesOtherThanTURN reports whether a listener carries a protocol other
+// than turn (one that needs services).
+func (c *Config) servesOtherThanTURN() bool {
+	for _, l := range c.Listeners {
+		for _, p := range l.Protocols {
+			if p != ProtoTURN {
+				return true
+			}
+		}
+	}
+	return false
 }

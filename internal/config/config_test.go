@@ -100,6 +100,7 @@ services:
 		t.Fatal(err)
 	}
 	yes, one, zero := true, 1, 0
+	perUser, perSource, total, kbps := 50, 200, 20000, 10000
 	want := &Config{
 		DataDir:  "/var/lib/pbxgate",
 		Log:      Log{Level: "info", Format: "text", Access: &yes},
@@ -131,6 +132,9 @@ services:
 			ScannerUserAgents: sip.DefaultScannerAgents, MaxMessage: 65535, IdleTimeout: Duration(time.Hour),
 			UDP:   SIPUDP{MaxFlows: 100000},
 			Calls: SIPCalls{MaxDuration: Duration(3 * time.Hour), MaxTracked: 100000}},
+		TURN: TURN{RelayPorts: PortRange{Min: 49152, Max: 65535},
+			Quotas:      TURNQuotas{PerUser: &perUser, PerSource: &perSource, Total: &total, MaxLifetime: Duration(12 * time.Hour), MaxKbps: &kbps},
+			IdleTimeout: Duration(10 * time.Minute)},
 		File: "d.yaml",
 	}
 	if d := cmp.Diff(want, c, sameConfig); d != "" {

@@ -237,6 +237,8 @@ sip:
           service: pbx
           domains: [c.example.com]
           users: [{name: "101"}]
+turn:
+  users: [{name: u, key: 00112233445566778899aabbccddeeff}]
 `), "defaults.yaml")
 	if err != nil {
 		t.Fatal(err)
