@@ -495,4 +495,3 @@ func hasLabel(m *dto.Metric, name, value string) bool {
 	}
 	return false
 }
-
