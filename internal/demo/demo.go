@@ -3,6 +3,7 @@ package demo
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/pbxgate/pbxgate/internal/config"
 	"github.com/pbxgate/pbxgate/internal/gateway"
+	"github.com/pbxgate/pbxgate/internal/turnauth"
 )
 
 //go:embed demo.yaml
@@ -26,6 +28,7 @@ type Options struct {
 	Web     string       // web listener address; default 127.0.0.1:8080
 	LDAP    string       // directory listener address; default 127.0.0.1:8389
 	SIP     string       // SIP listeners' address (UDP and TCP); default 127.0.0.1:5160
+	TURN    string       // TURN listeners' address (UDP and TCP); default 127.0.0.1:3478
 	Admin   string       // admin API address; default 127.0.0.1:9190
 	DataDir string       // default: a pbxgate-demo folder in the user cache dir
 	Log     *slog.Logger // gateway and backend logs
@@ -39,6 +42,14 @@ var Users = map[string]string{
 	"cn=carol,ou=people,dc=demo,dc=test": "carol-secret",
 }
 
+// The demo TURN server's static user, and its REST API secret.
+const (
+	TURNUser     = "demo"
+	TURNPassword = "demo-secret"
+	TURNSecret   = "demo-rest-api-secret-0123456789"
+	turnRealm    = "demo.test"
+)
+
 // Config renders the demo configuration for the given backend addresses.
 func Config(o Options, portal, prov, directory, pbx string) (*config.Config, error) {
 	t, err := template.New("demo").Parse(demoYAML)
@@ -47,8 +58,10 @@ func Config(o Options, portal, prov, directory, pbx string) (*config.Config, err
 	}
 	var b bytes.Buffer
 	if err := t.Execute(&b, map[string]string{
-		"DataDir": o.DataDir, "Web": o.Web, "LDAP": o.LDAP, "SIP": o.SIP, "Admin": o.Admin,
+		"DataDir": o.DataDir, "Web": o.Web, "LDAP": o.LDAP, "SIP": o.SIP, "TURN": o.TURN, "Admin": o.Admin,
 		"Portal": portal, "Prov": prov, "Directory": directory, "PBX": pbx,
+		"TURNKey":    hex.EncodeToString(turnauth.LongTermKey(TURNUser, turnRealm, TURNPassword)),
+		"TURNSecret": TURNSecret,
 	}); err != nil {
 		return nil, err
 	}
@@ -66,6 +79,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.SIP == "" {
 		o.SIP = "127.0.0.1:5160"
+	}
+	if o.TURN == "" {
+		o.TURN = "127.0.0.1:3478"
 	}
 	if o.Admin == "" {
 		o.Admin = "127.0.0.1:9190"
@@ -121,6 +137,16 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("demo PBX: %w", err)
 	}
 	defer pbxUDP.Close()
+	// The media server TURN clients relay to: a UDP and TCP echo on one port.
+	mediaTCP, err := backendLn()
+	if err != nil {
+		return err
+	}
+	mediaUDP, err := net.ListenPacket("udp", mediaTCP.Addr().String())
+	if err != nil {
+		return fmt.Errorf("demo media server: %w", err)
+	}
+	defer mediaUDP.Close()
 	cfg, err := Config(o, portal.Addr().String(), prov.Addr().String(), dir.Addr().String(), pbxTCP.Addr().String())
 	if err != nil {
 		return fmt.Errorf("demo configuration: %w", err)
@@ -129,21 +155,22 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	blog := o.Log.With("component", "demo-backend")
 	go func() { errc <- ServeHTTP(ctx, portal, "portal", blog) }()
 	go func() { errc <- ServeHTTP(ctx, prov, "provisioning", blog) }()
 	go func() { errc <- ServeLDAP(ctx, dir, Users, blog) }()
 	go func() { errc <- ServeSIP(ctx, pbxUDP, pbxTCP, SIPUsers, blog) }()
+	go func() { errc <- ServeEcho(ctx, mediaUDP, mediaTCP) }()
 
 	if err := g.Start(ctx); err != nil {
 		cancel()
-		for range 4 {
+		for range 5 {
 			<-errc
 		}
 		return err
 	}
-	printTry(o.Out, o.Web, o.LDAP, o.SIP, cfg.Admin.Socket)
+	printTry(o.Out, o.Web, o.LDAP, o.SIP, o.TURN, mediaTCP.Addr().String(), cfg.Admin.Socket)
 	var first error
 	select {
 	case <-ctx.Done():
@@ -156,7 +183,7 @@ func Run(ctx context.Context, o Options) error {
 	return err
 }
 
-func printTry(w io.Writer, web, ldapAddr, sipAddr, socket string) {
+func printTry(w io.Writer, web, ldapAddr, sipAddr, turnAddr, media, socket string) {
 	cli := "pbxgate"
 	if self, err := os.Executable(); err == nil {
 		cli = shellQuote(self)
@@ -168,6 +195,9 @@ func printTry(w io.Writer, web, ldapAddr, sipAddr, socket string) {
 	}
 	host, port, _ := net.SplitHostPort(web)
 	_, lport, _ := net.SplitHostPort(ldapAddr)
+	thost, tport, _ := net.SplitHostPort(turnAddr)
+	mhost, mport, _ := net.SplitHostPort(media)
+	uclient := "turnutils_uclient -p " + tport + " -e " + mhost + " -r " + mport + " -n 10 -m 1 -l 172 -c "
 	prov := "prov.demo.test:" + port + ":" + host
 	lines := []string{
 		"",
@@ -196,6 +226,13 @@ func printTry(w io.Writer, web, ldapAddr, sipAddr, socket string) {
 		"  sipp -sf examples/sipp/register.xml -key domain demo.test -s 100 -au 100 -ap secret100 -m 1 -nostdin " + sipAddr,
 		"  sipp -sf examples/sipp/register.xml -key domain demo.test -s 101 -au 101 -ap secret101 -m 1 -nostdin -t t1 " + sipAddr,
 		"  sipp -sf examples/sipp/register.xml -key domain demo.test -s 100 -au 100 -ap wrong -m 1 -nostdin " + sipAddr + "   # 403 → event, user=100",
+		"",
+		"  # STUN and TURN, UDP and TCP on one port, relaying to the demo's media echo server at " + media + " (apt-get install coturn)",
+		"  turnutils_stunclient -p " + tport + " " + thost,
+		"  " + uclient + "-u " + TURNUser + " -w " + TURNPassword + " " + thost,
+		"  " + uclient + "-t -u " + TURNUser + " -w " + TURNPassword + " " + thost,
+		"  " + uclient + "-u " + TURNUser + " -w wrong " + thost + "   # refused → event, user=demo",
+		"  " + cli + " turn allocations --socket " + shellQuote(socket),
 		"",
 		"  # fraud detection: more than 10 refusals a minute ban the source (000: connection closed at once)",
 		"  for i in $(seq 12); do curl -s -o /dev/null -w '%{http_code} ' -u demo:wrong http://" + web + "/login; done; echo",

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -23,8 +24,9 @@ import (
 // Set is one epoll instance. Ctl is safe for concurrent use; Wait belongs
 // to one goroutine.
 type Set struct {
-	file *os.File
-	rc   syscall.RawConn
+	file   *os.File
+	rc     syscall.RawConn
+	closed atomic.Bool
 
 	// Owned by Wait.
 	evs    [128]unix.EpollEvent
@@ -75,9 +77,12 @@ func (s *Set) Ctl(op int, conn syscall.RawConn, events uint32, key uint64) error
 
 // Wait parks until sockets are ready and returns their keys' events; the
 // slice is valid until the next Wait. It returns an error once Close has
-// been called.
+// been called (os.ErrClosed once Close has run).
 func (s *Set) Wait() ([]unix.EpollEvent, error) {
 	if err := s.rc.Read(s.waitFn); err != nil {
+		if s.closed.Load() {
+			return nil, fmt.Errorf("epoll: %w", os.ErrClosed)
+		}
 		return nil, err
 	}
 	if s.werr != nil {
@@ -106,4 +111,7 @@ func (s *Set) wait(epfd uintptr) bool {
 }
 
 // Close closes the instance; a Wait in progress returns an error.
-func (s *Set) Close() error { return s.file.Close() }
+func (s *Set) Close() error {
+	s.closed.Store(true)
+	return s.file.Close()
+}

@@ -21,6 +21,8 @@ func printedCommands(text string) (cmds, fraud []string) {
 		l = strings.TrimSpace(l)
 		switch {
 		case strings.HasPrefix(l, "#") || l == "":
+		case strings.Contains(l, " turn allocations "), strings.HasPrefix(l, "turnutils_"):
+			cmds = append(cmds, l)
 		case strings.HasPrefix(l, "for "), strings.Contains(l, " --socket "):
 			fraud = append(fraud, l)
 		case strings.HasPrefix(l, "curl "), strings.Contains(l, "ldapsearch "), strings.HasPrefix(l, "sipp "):
@@ -36,8 +38,9 @@ func TestDemo(t *testing.T) {
 	needBinary(t, "curl", "curl")
 	needBinary(t, "ldapsearch", "ldap-utils")
 	needBinary(t, "sipp", "sip-tester")
-	web, dir, sipAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	p := startProc(t, "demo", "--web", web, "--ldap", dir, "--sip", sipAddr, "--admin", freeAddr(t), "--data-dir", t.TempDir())
+	needBinary(t, "turnutils_uclient", "coturn")
+	web, dir, sipAddr, turnAddr := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	p := startProc(t, "demo", "--web", web, "--ldap", dir, "--sip", sipAddr, "--turn", turnAddr, "--admin", freeAddr(t), "--data-dir", t.TempDir())
 	text, ok := p.stdout.waitFor(startTimeout, p.done, func(s string) bool {
 		return strings.Contains(s, "Ctrl-C")
 	})
@@ -48,8 +51,8 @@ func TestDemo(t *testing.T) {
 	if len(fraudLines) != 3 {
 		t.Fatalf("demo printed %d fraud commands, want the ban loop, bans and unban:\n%s", len(fraudLines), text)
 	}
-	if len(lines) < 11 {
-		t.Fatalf("demo printed %d commands, want at least 11:\n%s", len(lines), text)
+	if len(lines) < 16 {
+		t.Fatalf("demo printed %d commands, want at least 16:\n%s", len(lines), text)
 	}
 
 	// Run every command as a user would paste it, with a shell; the sipp
@@ -100,12 +103,18 @@ func TestDemo(t *testing.T) {
 	expect(find("sipp", "-s 100", "secret100"), 0, "")
 	expect(find("sipp", "-s 101", "-t t1"), 0, "")
 	expect(find("sipp", "-ap wrong"), 1, "")
+	expect(find("turnutils_stunclient"), 0, "UDP reflexive addr: 127.0.0.1:")
+	expect(find("turnutils_uclient", "-w demo-secret 127"), 0, "Total lost packets 0 (0.000000%)")
+	expect(find("turnutils_uclient", "-t -u demo", "-w demo-secret"), 0, "Total lost packets 0 (0.000000%)")
+	expect(find("turnutils_uclient", "-w wrong"), 255, "error 400")
+	expect(find("turn allocations"), 0, "")
 
 	// The refusals the commands provoked are events in the demo's log.
 	p.waitEvent(map[string]string{"kind": "rejected_by_gateway", "reason": "denied_path", "service": "provisioning"})
 	p.waitEvent(map[string]string{"kind": "rejected_by_service", "reason": "status", "service": "portal"})
 	p.waitEvent(map[string]string{"kind": "rejected_by_service", "reason": "invalid_credentials", "service": "directory"})
 	p.waitEvent(map[string]string{"kind": "rejected_by_service", "reason": "status", "service": "pbx", "user": "100", "proto": "sip"})
+	p.waitEvent(map[string]string{"kind": "rejected_by_service", "reason": "invalid_credentials", "proto": "turn", "user": "demo", "listener": "turn-udp"})
 
 	// The ban loop: the first answers are 401, then the source is banned and
 	// curl gets no answer (000).
