@@ -3,8 +3,8 @@ package demo
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
