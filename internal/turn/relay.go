@@ -53,51 +53,50 @@ func (s *Server) familyOf(network string) (family, error) {
 	return f, nil
 }
 
-// AllocatePacketConn opens a UDP relay socket.
-func (r relays) AllocatePacketConn(c pionturn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
+// bind opens a relay socket of c.Network in the port range with listen
+// (given host:port) and returns the relay address told to the client. On
+// failure the Allocate request's quota reservation is given back.
+func (r relays) bind(c pionturn.AllocateListenerConfig, listen func(addr string) error) (netip.AddrPort, error) {
 	s := r.s
 	f, err := s.familyOf(c.Network)
-	if err != nil {
-		s.reg.unreserve(c.UserID)
-		return nil, nil, err
+	if err == nil {
+		var port int
+		port, err = s.ports.open(c.RequestedPort, func(port int) error { return listen(hostPort(f.bind, port)) })
+		if err == nil {
+			return netip.AddrPortFrom(f.public, uint16(port)), nil
+		}
 	}
+	s.reg.unreserve(c.UserID)
+	return netip.AddrPort{}, err
+}
+
+// AllocatePacketConn opens a UDP relay socket.
+func (r relays) AllocatePacketConn(c pionturn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
 	var pc net.PacketConn
-	port, err := s.ports.open(c.RequestedPort, func(port int) error {
-		var lerr error
-		pc, lerr = listenConfig(false).ListenPacket(context.Background(), c.Network, hostPort(f.bind, port))
-		return lerr
+	relay, err := r.bind(c, func(addr string) (err error) {
+		pc, err = listenConfig(false).ListenPacket(context.Background(), c.Network, addr)
+		return err
 	})
 	if err != nil {
-		s.reg.unreserve(c.UserID)
 		return nil, nil, err
 	}
-	relay := netip.AddrPortFrom(f.public, uint16(port))
-	rc := &relayPacketConn{PacketConn: pc, s: s}
-	rc.a = s.reg.add(c.UserID, r.listener, "udp", relay, rc, s.limiter())
+	rc := &relayPacketConn{PacketConn: pc, s: r.s}
+	rc.a = r.s.reg.add(c.UserID, r.listener, "udp", relay, rc, r.s.limiter())
 	return rc, net.UDPAddrFromAddrPort(relay), nil
 }
 
 // AllocateListener opens a TCP relay listener (RFC 6062).
 func (r relays) AllocateListener(c pionturn.AllocateListenerConfig) (net.Listener, net.Addr, error) {
-	s := r.s
-	f, err := s.familyOf(c.Network)
-	if err != nil {
-		s.reg.unreserve(c.UserID)
-		return nil, nil, err
-	}
 	var ln net.Listener
-	port, err := s.ports.open(c.RequestedPort, func(port int) error {
-		var lerr error
-		ln, lerr = listenConfig(true).Listen(context.Background(), c.Network, hostPort(f.bind, port))
-		return lerr
+	relay, err := r.bind(c, func(addr string) (err error) {
+		ln, err = listenConfig(true).Listen(context.Background(), c.Network, addr)
+		return err
 	})
 	if err != nil {
-		s.reg.unreserve(c.UserID)
 		return nil, nil, err
 	}
-	relay := netip.AddrPortFrom(f.public, uint16(port))
-	rl := &relayListener{Listener: ln, s: s}
-	rl.a = s.reg.add(c.UserID, r.listener, "tcp", relay, rl, s.limiter())
+	rl := &relayListener{Listener: ln, s: r.s}
+	rl.a = r.s.reg.add(c.UserID, r.listener, "tcp", relay, rl, r.s.limiter())
 	return rl, net.TCPAddrFromAddrPort(relay), nil
 }
 

@@ -502,15 +502,7 @@ func (s *Server) authenticate(listener string) pionturn.AuthHandler {
 			reason = restReason(err)
 			detail = "REST credential: " + reason
 		}
-		s.metrics.authFailure(reason)
-		s.emit(event.Event{
-			Kind:     event.RejectedByService,
-			Source:   sourceOf(ra.SrcAddr),
-			Listener: listener,
-			Reason:   event.ReasonInvalidCreds,
-			User:     event.Clip(userOf(ra.Username), 128),
-			Detail:   detail + " (username " + event.Clip(ra.Username, 160) + ")",
-		})
+		s.authFailed(listener, ra.SrcAddr, ra.Username, reason, detail)
 		return "", nil, false
 	}
 }
@@ -544,16 +536,21 @@ func (s *Server) onAuth(listener string) func(src, dst net.Addr, proto, username
 		if verdict {
 			return
 		}
-		s.metrics.authFailure("wrong_password")
-		s.emit(event.Event{
-			Kind:     event.RejectedByService,
-			Source:   sourceOf(src),
-			Listener: listener,
-			Reason:   event.ReasonInvalidCreds,
-			User:     event.Clip(userOf(username), 128),
-			Detail:   "wrong MESSAGE-INTEGRITY on " + method + " (username " + event.Clip(username, 160) + ")",
-		})
+		s.authFailed(listener, src, username, "wrong_password", "wrong MESSAGE-INTEGRITY on "+method)
 	}
+}
+
+// authFailed counts and reports a failed authentication of username.
+func (s *Server) authFailed(listener string, src net.Addr, username, reason, detail string) {
+	s.metrics.authFailure(reason)
+	s.emit(event.Event{
+		Kind:     event.RejectedByService,
+		Source:   sourceOf(src),
+		Listener: listener,
+		Reason:   event.ReasonInvalidCreds,
+		User:     event.Clip(userOf(username), 128),
+		Detail:   detail + " (username " + event.Clip(username, 160) + ")",
+	})
 }
 
 // quota is pion's QuotaHandler: it takes a quota slot for the allocation
