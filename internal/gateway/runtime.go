@@ -100,7 +100,7 @@ func (g *Gateway) buildMode(cfg *config.Config, dry bool) (*runtime, error) {
 		if g.turn == nil {
 			return nil, fmt.Errorf("%s: %w", cfg.Where("turn"), errTURNAtStart)
 		}
-		if rt.turn, err = turnSettings(cfg); err != nil {
+		if rt.turn, err = turnSettings(cfg, g.accessLog(cfg)); err != nil {
 			return nil, fmt.Errorf("%s: %w", cfg.Where("turn"), err)
 		}
 	}
@@ -252,7 +252,7 @@ func (g *Gateway) buildListener(rt *runtime, lc config.Listener, minTLS uint16) 
 		lrt.ws = g.sip.WebSocket(lc.Name, requestAddr)
 	}
 	if protos[config.ProtoTURN] {
-		lrt.turn = accessLogged(g.turn.Stream(lc.Name), "turn", lc.Name, g.accessLog(cfg))
+		lrt.turn = g.turn.Stream(lc.Name) // logs its connections when they close
 	}
 	if protos["tcp"] {
 		d := rt.dialers[lc.TCPService]

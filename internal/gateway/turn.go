@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -24,7 +25,7 @@ func newTURN(cfg *config.Config, g *Gateway) (*turn.Server, error) {
 	if !cfg.ServesTURN() {
 		return nil, nil
 	}
-	st, err := turnSettings(cfg)
+	st, err := turnSettings(cfg, g.accessLog(cfg))
 	if err != nil {
 		return nil, err
 	}
@@ -66,9 +67,9 @@ func newTURN(cfg *config.Config, g *Gateway) (*turn.Server, error) {
 	return srv, nil
 }
 
-// turnSettings are the reloadable TURN settings of cfg. It reads
-// turn.rest_secrets_file.
-func turnSettings(cfg *config.Config) (turn.Settings, error) {
+// turnSettings are the reloadable TURN settings of cfg, access the access
+// log (nil: off). It reads turn.rest_secrets_file.
+func turnSettings(cfg *config.Config, access *slog.Logger) (turn.Settings, error) {
 	t := cfg.TURN
 	st := turn.Settings{
 		Users:      make(map[string][]byte, len(t.Users)),
@@ -81,6 +82,7 @@ func turnSettings(cfg *config.Config) (turn.Settings, error) {
 			MaxKbps:     derefOr(t.Quotas.MaxKbps, config.DefaultTURNMaxKbps),
 		},
 		IdleTimeout: t.IdleTimeout.D(),
+		Access:      access,
 	}
 	for _, u := range t.Users {
 		key, err := config.TURNKey(u.Key)

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -414,7 +416,8 @@ func TestRelayWriteFilter(t *testing.T) {
 }
 
 func TestIdleTimeout(t *testing.T) {
-	ts := startServerWith(t, serverOpts{idle: 300 * time.Millisecond})
+	var logs syncBuffer
+	ts := startServerWith(t, serverOpts{idle: 300 * time.Millisecond, access: slog.New(slog.NewTextHandler(&logs, nil))})
 	conn, err := net.Dial("tcp4", ts.tcp.String())
 	if err != nil {
 		t.Fatal(err)
@@ -432,6 +435,27 @@ func TestIdleTimeout(t *testing.T) {
 	if err != nil || time.Since(start) > 3*time.Second {
 		t.Errorf("idle connection: %v after %s", err, time.Since(start))
 	}
+	eventually(t, "the access line", func() bool {
+		return strings.Contains(logs.String(), "msg=connection listener=tcp proto=turn src=127.0.0.1 duration=")
+	})
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func TestMetrics(t *testing.T) {

@@ -3,7 +3,9 @@ package turn
 import (
 	"context"
 	"encoding/binary"
+	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -77,6 +79,13 @@ type streamConn struct {
 	// bindKey is the long-term key of a ConnectionBind request's user,
 	// kept until its answer goes out (see Write).
 	bindKey []byte
+
+	// The access log line written at Close.
+	access   *slog.Logger
+	listener string
+	src      netip.Addr
+	start    time.Time
+	once     sync.Once
 }
 
 func (c *streamConn) Read(p []byte) (int, error) {
@@ -97,9 +106,16 @@ func (c *streamConn) Read(p []byte) (int, error) {
 
 // Close closes the connection and forgets it. Idempotent.
 func (c *streamConn) Close() error {
-	if c.l != nil {
-		c.l.untrack(c)
-	}
+	c.once.Do(func() {
+		if c.l != nil {
+			c.l.untrack(c)
+		}
+		if c.access != nil {
+			c.access.LogAttrs(context.Background(), slog.LevelInfo, "connection",
+				slog.String("listener", c.listener), slog.String("proto", Proto),
+				slog.String("src", c.src.String()), slog.Duration("duration", time.Since(c.start)))
+		}
+	})
 	return c.Conn.Close()
 }
 

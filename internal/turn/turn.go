@@ -99,6 +99,9 @@ type Settings struct {
 	// IdleTimeout closes a TCP/TLS control connection that sends nothing
 	// for this long. 0: never.
 	IdleTimeout time.Duration
+	// Access receives one "connection" line per TCP/TLS connection when it
+	// closes (listener, proto, src, duration). nil: none.
+	Access *slog.Logger
 }
 
 // Quotas bound allocations. Zero values mean no limit.
@@ -122,6 +125,7 @@ type settings struct {
 	filter      *peerfilter.Filter
 	quotas      Quotas
 	idleTimeout time.Duration
+	access      *slog.Logger
 }
 
 // Options are the server's collaborators.
@@ -283,7 +287,7 @@ func compile(c Settings) (*settings, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return &settings{users: users, secrets: c.Secrets, filter: filter, quotas: q, idleTimeout: c.IdleTimeout}, nil
+	return &settings{users: users, secrets: c.Secrets, filter: filter, quotas: q, idleTimeout: c.IdleTimeout, access: c.Access}, nil
 }
 
 func (s *Server) settings() *settings { return s.set.Load() }
@@ -346,7 +350,8 @@ func (h StreamHandler) ServeConn(ctx context.Context, c net.Conn, src netip.Addr
 	if err != nil {
 		return err
 	}
-	sc := &streamConn{Conn: c, s: h.s, idle: h.s.settings().idleTimeout}
+	st := h.s.settings()
+	sc := &streamConn{Conn: c, s: h.s, idle: st.idleTimeout, access: st.access, listener: h.name, src: src, start: time.Now()}
 	l.track(sc)
 	if err := l.stream.hand(ctx, sc); err != nil {
 		l.untrack(sc)

@@ -92,6 +92,7 @@ type serverOpts struct {
 	secrets    [][]byte // default: restSecret
 	public     []netip.Addr
 	idle       time.Duration
+	access     *slog.Logger
 }
 
 func startServer(t *testing.T, allowPeers []netip.Prefix, allowed func(netip.Addr) bool) *testServer {
@@ -124,6 +125,7 @@ func startServerWith(t *testing.T, o serverOpts) *testServer {
 			AllowPeers:  o.allowPeers,
 			Quotas:      o.quotas,
 			IdleTimeout: o.idle,
+			Access:      o.access,
 		},
 	}, Options{Events: rec, Log: slog.New(slog.DiscardHandler), Metrics: NewMetrics(reg)})
 	if err != nil {
