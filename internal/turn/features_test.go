@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/stun/v4"
 	pionturn "github.com/pion/turn/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -518,4 +519,90 @@ func hasLabel(m *dto.Metric, name, value string) bool {
 		}
 	}
 	return false
+}
+
+// TestRefusalCodes: a wrong password is answered 401 with REALM and NONCE
+// (RFC 8489 9.2.4; pion says 400), over UDP and TCP, and a ChannelBind to a
+// denied peer 403 (pion says 401).
+func TestRefusalCodes(t *testing.T) {
+	ts := startServer(t, nil, nil)
+	for _, network := range []string{"udp4", "tcp4"} {
+		t.Run(network, func(t *testing.T) {
+			server := ts.udp
+			if network == "tcp4" {
+				server = ts.tcp
+			}
+			conn, err := net.Dial(network, server.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			exchange := func(setters ...stun.Setter) *stun.Message {
+				t.Helper()
+				req := stun.MustBuild(append([]stun.Setter{stun.TransactionID,
+					stun.NewType(stun.MethodAllocate, stun.ClassRequest),
+					requestedUDP{}}, setters...)...)
+				if _, err := conn.Write(req.Raw); err != nil {
+					t.Fatal(err)
+				}
+				_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+				buf := make([]byte, 1500)
+				n, err := conn.Read(buf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m := &stun.Message{Raw: buf[:n]}
+				if err := m.Decode(); err != nil || m.TransactionID != req.TransactionID {
+					t.Fatalf("answer %v (%v)", m, err)
+				}
+				return m
+			}
+			var ec stun.ErrorCodeAttribute
+			var nonce stun.Nonce
+			first := exchange()
+			if err := ec.GetFrom(first); err != nil || ec.Code != stun.CodeUnauthorized || nonce.GetFrom(first) != nil {
+				t.Fatalf("first answer %v", first)
+			}
+			wrong := exchange(stun.NewUsername("alice"), stun.NewRealm(realm), nonce,
+				stun.NewLongTermIntegrity("alice", realm, "wrong"))
+			var r stun.Realm
+			var n2 stun.Nonce
+			if err := ec.GetFrom(wrong); err != nil || ec.Code != stun.CodeUnauthorized ||
+				r.GetFrom(wrong) != nil || r.String() != realm || n2.GetFrom(wrong) != nil || n2.String() != nonce.String() {
+				t.Errorf("wrong password answered %v (code %d)", wrong, ec.Code)
+			}
+			unknown := exchange(stun.NewUsername("mallory"), stun.NewRealm(realm), nonce,
+				stun.NewLongTermIntegrity("mallory", realm, password))
+			if err := ec.GetFrom(unknown); err != nil || ec.Code != stun.CodeUnauthorized {
+				t.Errorf("unknown user answered %v", unknown)
+			}
+		})
+	}
+}
+
+func TestRecodeChannelBind(t *testing.T) {
+	ts := startServer(t, nil, nil)
+	resp := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodChannelBind, stun.ClassErrorResponse),
+		&stun.ErrorCodeAttribute{Code: stun.CodeUnauthorized})
+	addr := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5}
+	if got := ts.srv.fixAnswer(resp.Raw, addr, &requests{}); !bytes.Equal(got, resp.Raw) {
+		t.Error("an unmarked answer was changed")
+	}
+	ts.srv.fixes.mark(addr, int(stun.CodeForbidden))
+	got := &stun.Message{Raw: ts.srv.fixAnswer(resp.Raw, addr, &requests{})}
+	var ec stun.ErrorCodeAttribute
+	if err := got.Decode(); err != nil || ec.GetFrom(got) != nil || ec.Code != stun.CodeForbidden || got.TransactionID != resp.TransactionID {
+		t.Errorf("ChannelBind refusal %v, want 403", got)
+	}
+	if _, ok := ts.srv.fixes.take(addr); ok {
+		t.Error("the mark outlived its answer")
+	}
+}
+
+// requestedUDP is the REQUESTED-TRANSPORT attribute asking for UDP (17).
+type requestedUDP struct{}
+
+func (requestedUDP) AddTo(m *stun.Message) error {
+	m.Add(stun.AttrRequestedTransport, []byte{17, 0, 0, 0})
+	return nil
 }

@@ -31,7 +31,8 @@ func addrIP(a net.Addr) (netip.Addr, error) {
 // STUN messages to the REST key finder first.
 type guardPacketConn struct {
 	net.PacketConn
-	s *Server
+	s    *Server
+	reqs requests // owned by pion's read loop of this socket
 }
 
 // ReadFrom returns the next datagram from an allowed source. The loop ends
@@ -52,7 +53,20 @@ func (c *guardPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		if n > 0 && p[0]&0xC0 == 0 { // a STUN message, not ChannelData
 			c.s.observe(p[:n])
+			if isSTUN(p[:n]) {
+				c.reqs.note(p[:n])
+			}
 		}
 		return n, from, nil
 	}
+}
+
+// WriteTo sends pion's answers and relayed data to a client, correcting
+// the error codes pion gets wrong (see fixAnswer).
+func (c *guardPacketConn) WriteTo(p []byte, to net.Addr) (int, error) {
+	q := c.s.fixAnswer(p, to, &c.reqs)
+	if _, err := c.PacketConn.WriteTo(q, to); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

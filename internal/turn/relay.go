@@ -242,8 +242,9 @@ func (p *portRange) release(port int) {
 // (Send indications and ChannelData reach peers through WriteTo).
 type relayPacketConn struct {
 	net.PacketConn
-	s *Server
-	a *alloc
+	s    *Server
+	a    *alloc
+	once sync.Once
 }
 
 // ReadFrom returns the next datagram from a peer within the bandwidth cap;
@@ -279,10 +280,15 @@ func (c *relayPacketConn) WriteTo(p []byte, to net.Addr) (int, error) {
 	return c.PacketConn.WriteTo(p, to)
 }
 
-// Close closes the socket and ends the allocation's record. Idempotent.
+// Close closes the socket and ends the allocation's record. Idempotent:
+// the allocation is closed by whoever comes first (pion, the operator, a
+// ban, the lifetime cap); later calls return nil.
 func (c *relayPacketConn) Close() error {
-	err := c.PacketConn.Close()
-	c.s.reg.remove(c.a)
+	var err error
+	c.once.Do(func() {
+		err = c.PacketConn.Close()
+		c.s.reg.remove(c.a)
+	})
 	return err
 }
 
@@ -290,8 +296,9 @@ func (c *relayPacketConn) Close() error {
 // connect to it; pion checks their permission.
 type relayListener struct {
 	net.Listener
-	s *Server
-	a *alloc
+	s    *Server
+	a    *alloc
+	once sync.Once
 }
 
 // Accept wraps a peer's connection so that it is counted.
@@ -303,10 +310,14 @@ func (l *relayListener) Accept() (net.Conn, error) {
 	return &relayConn{Conn: c, a: l.a}, nil
 }
 
-// Close closes the listener and ends the allocation's record. Idempotent.
+// Close closes the listener and ends the allocation's record. Idempotent,
+// as relayPacketConn.Close.
 func (l *relayListener) Close() error {
-	err := l.Listener.Close()
-	l.s.reg.remove(l.a)
+	var err error
+	l.once.Do(func() {
+		err = l.Listener.Close()
+		l.s.reg.remove(l.a)
+	})
 	return err
 }
 

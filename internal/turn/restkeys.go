@@ -2,16 +2,9 @@ package turn
 
 import (
 	"bytes"
-	"encoding/binary"
 	"sync"
 
 	"github.com/pion/stun/v4"
-)
-
-// STUN attribute types read before pion parses a message.
-const (
-	attrUsername         = 0x0006
-	attrMessageIntegrity = 0x0008
 )
 
 // maxRESTKeys bounds the remembered REST usernames; the table is emptied
@@ -78,30 +71,10 @@ func (s *Server) observe(msg []byte) {
 	}
 }
 
-// stunUsername walks msg's attributes (no allocation) and returns the
-// USERNAME value and whether MESSAGE-INTEGRITY is present. msg must be a
-// STUN message (isSTUN).
+// stunUsername returns msg's USERNAME value and whether
+// MESSAGE-INTEGRITY is present. msg must be a STUN message (isSTUN).
 func stunUsername(msg []byte) (user []byte, hasMI bool) {
-	end := stunHeaderLen + int(binary.BigEndian.Uint16(msg[2:4]))
-	if end > len(msg) {
-		end = len(msg)
-	}
-	for off := stunHeaderLen; off+4 <= end; {
-		typ := binary.BigEndian.Uint16(msg[off:])
-		n := int(binary.BigEndian.Uint16(msg[off+2:]))
-		val := off + 4
-		if val+n > end {
-			break
-		}
-		switch typ {
-		case attrUsername:
-			user = msg[val : val+n]
-		case attrMessageIntegrity:
-			hasMI = true
-		}
-		off = val + (n+3)&^3
-	}
-	return user, hasMI
+	return stunAttr(msg, stun.AttrUsername), stunAttr(msg, stun.AttrMessageIntegrity) != nil
 }
 
 // keyOf returns the long-term key a request by username is checked with,

@@ -76,6 +76,7 @@ type streamConn struct {
 	renew time.Time // when the read deadline was last set
 	raw   bool      // a data connection: no framing, no idle deadline
 	fr    framer
+	reqs  requests
 	// bindKey is the long-term key of a ConnectionBind request's user,
 	// kept until its answer goes out (see Write).
 	bindKey []byte
@@ -104,7 +105,9 @@ func (c *streamConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close closes the connection and forgets it. Idempotent.
+// Close closes the connection and forgets it. Idempotent. It reports no
+// error: the connection is gone either way, and pion would only log a
+// client that left without a TLS close_notify.
 func (c *streamConn) Close() error {
 	c.once.Do(func() {
 		if c.l != nil {
@@ -116,7 +119,8 @@ func (c *streamConn) Close() error {
 				slog.String("src", c.src.String()), slog.Duration("duration", time.Since(c.start)))
 		}
 	})
-	return c.Conn.Close()
+	_ = c.Conn.Close()
+	return nil
 }
 
 // frame looks at one complete STUN message read from the connection.
@@ -129,6 +133,7 @@ func (c *streamConn) frame(msg []byte) {
 		}
 		return
 	}
+	c.reqs.note(msg)
 	c.s.observe(msg)
 }
 
@@ -138,7 +143,13 @@ func (c *streamConn) frame(msg []byte) {
 // answer is signed here with the key the request was checked with.
 func (c *streamConn) Write(p []byte) (int, error) {
 	if c.bindKey == nil || !isSTUN(p) || binary.BigEndian.Uint16(p[0:2]) != connectionBindSuccess {
-		return c.Conn.Write(p)
+		if !isErrorResponse(p) {
+			return c.Conn.Write(p)
+		}
+		if _, err := c.Conn.Write(c.s.fixAnswer(p, c.Conn.RemoteAddr(), &c.reqs)); err != nil {
+			return 0, err
+		}
+		return len(p), nil
 	}
 	key := c.bindKey
 	c.bindKey = nil

@@ -44,6 +44,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/stun/v4"
 	pionturn "github.com/pion/turn/v5"
 
 	"github.com/pbxgate/pbxgate/internal/event"
@@ -150,6 +151,7 @@ type Server struct {
 	set     atomic.Pointer[settings]
 	reg     *registry
 	rest    restKeys
+	fixes   fixes
 
 	mu        sync.Mutex // guards the fields below
 	listeners map[string]*listener
@@ -506,6 +508,9 @@ func (s *Server) authenticate(listener string) pionturn.AuthHandler {
 			_, err := st.secrets.Keys(ra.Username, s.realm, s.now())
 			reason = restReason(err)
 			detail = "REST credential: " + reason
+			if err != nil {
+				detail = "REST credential: " + event.Clip(err.Error(), 160)
+			}
 		}
 		s.authFailed(listener, ra.SrcAddr, ra.Username, reason, detail)
 		return "", nil, false
@@ -547,6 +552,7 @@ func (s *Server) onAuth(listener string) func(src, dst net.Addr, proto, username
 
 // authFailed counts and reports a failed authentication of username.
 func (s *Server) authFailed(listener string, src net.Addr, username, reason, detail string) {
+	s.fixes.mark(src, int(stun.CodeUnauthorized))
 	s.metrics.authFailure(reason)
 	s.emit(event.Event{
 		Kind:     event.RejectedByService,
@@ -608,6 +614,7 @@ func (s *Server) permit(listener string) pionturn.PermissionHandler {
 		if ok {
 			return true
 		}
+		s.fixes.mark(client, int(stun.CodeForbidden))
 		s.metrics.peerDeniedIn(reason)
 		s.emit(event.Event{
 			Kind:     event.RejectedByGateway,

@@ -32,8 +32,15 @@
 //     company IP filter from many 127/8 sources, anti-flood trip and
 //     recovery, the trusted exemption, scanner User-Agents, and REGISTER
 //     brute force against a PBX answering 401 or 403 ending in a ban.
+//   - STUN/TURN with coturn's clients (turn_test.go): turnutils_stunclient
+//     bindings, turnutils_uclient relaying over UDP, TCP and TLS (channels,
+//     send indications, RFC 6062 TCP relays) with static users and REST
+//     credentials (from `pbxgate turn credentials`), wrong credentials (401
+//     and events), special-range peers refused (403), brute force ending in
+//     a ban that silences UDP, closes TCP/TLS at accept and ends the source's
+//     allocations, and `pbxgate turn allocations` / `end`.
 //
 // Debian packages the suite needs (a test fails, naming the package, when
 // one is missing): curl, ldap-utils (ldapsearch), slapd, sip-tester (sipp),
-// socat. Traffic stays on 127.0.0.0/8.
+// socat, coturn (turnutils_*). Traffic stays on 127.0.0.0/8.
 package e2e
