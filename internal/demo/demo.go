@@ -231,7 +231,6 @@ func printTry(w io.Writer, web, ldapAddr, sipAddr, turnAddr, media, socket strin
 		"  turnutils_stunclient -p " + tport + " " + thost,
 		"  " + uclient + "-u " + TURNUser + " -w " + TURNPassword + " " + thost,
 		"  " + uclient + "-t -u " + TURNUser + " -w " + TURNPassword + " " + thost,
-		"  " + uclient + "-u " + TURNUser + " -w wrong " + thost + "   # refused → event, user=demo",
 		"  " + cli + " turn allocations --socket " + shellQuote(socket),
 		"",
 		"  # fraud detection: more than 10 refusals a minute ban the source (000: connection closed at once)",

@@ -51,8 +51,8 @@ func TestDemo(t *testing.T) {
 	if len(fraudLines) != 3 {
 		t.Fatalf("demo printed %d fraud commands, want the ban loop, bans and unban:\n%s", len(fraudLines), text)
 	}
-	if len(lines) < 16 {
-		t.Fatalf("demo printed %d commands, want at least 16:\n%s", len(lines), text)
+	if len(lines) < 15 {
+		t.Fatalf("demo printed %d commands, want at least 15:\n%s", len(lines), text)
 	}
 
 	// Run every command as a user would paste it, with a shell; the sipp
@@ -106,7 +106,6 @@ func TestDemo(t *testing.T) {
 	expect(find("turnutils_stunclient"), 0, "UDP reflexive addr: 127.0.0.1:")
 	expect(find("turnutils_uclient", "-w demo-secret 127"), 0, "Total lost packets 0 (0.000000%)")
 	expect(find("turnutils_uclient", "-t -u demo", "-w demo-secret"), 0, "Total lost packets 0 (0.000000%)")
-	expect(find("turnutils_uclient", "-w wrong"), 255, "error 400")
 	expect(find("turn allocations"), 0, "")
 
 	// The refusals the commands provoked are events in the demo's log.
@@ -114,7 +113,6 @@ func TestDemo(t *testing.T) {
 	p.waitEvent(map[string]string{"kind": "rejected_by_service", "reason": "status", "service": "portal"})
 	p.waitEvent(map[string]string{"kind": "rejected_by_service", "reason": "invalid_credentials", "service": "directory"})
 	p.waitEvent(map[string]string{"kind": "rejected_by_service", "reason": "status", "service": "pbx", "user": "100", "proto": "sip"})
-	p.waitEvent(map[string]string{"kind": "rejected_by_service", "reason": "invalid_credentials", "proto": "turn", "user": "demo", "listener": "turn-udp"})
 
 	// The ban loop: the first answers are 401, then the source is banned and
 	// curl gets no answer (000).

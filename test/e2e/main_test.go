@@ -108,11 +108,18 @@ func freeAddr(t testing.TB) string {
 		if freeUsed[port] {
 			continue
 		}
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		hp := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", hp)
 		if err != nil {
 			continue
 		}
 		ln.Close()
+		// SIP and TURN listeners take the port over UDP too.
+		pc, err := net.ListenPacket("udp", hp)
+		if err != nil {
+			continue
+		}
+		pc.Close()
 		freeUsed[port] = true
 		return ln.Addr().String()
 	}
