@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -78,6 +79,8 @@ type liveListener struct {
 	proto string          // what a udp listener carries: sip or turn
 	relay *udprelay.Relay // sip
 	turn  *turn.Server    // turn
+	// turnStop stops the TURN service of a udp listener carrying turn.
+	turnStop io.Closer
 }
 
 // ServeHTTP passes a request to the listener's current mux.
@@ -349,7 +352,11 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 
 func (l *liveListener) shutdown(ctx context.Context) error {
 	if l.turn != nil {
-		return l.turn.CloseListener(l.name)
+		if l.turnStop == nil {
+			l.pc.Close() // never served
+			return nil
+		}
+		return l.turnStop.Close()
 	}
 	if l.relay != nil {
 		defer l.sec.untrack(l.relay)

@@ -150,9 +150,11 @@ func (g *Gateway) newTURNListener(ctx context.Context, lc config.Listener) (*liv
 // serveTURNLocked starts a udp listener's TURN service.
 func (g *Gateway) serveTURNLocked(l *liveListener) {
 	addr := "udp " + l.pc.LocalAddr().String()
-	if err := l.turn.ServePacket(l.name, l.pc); err != nil {
+	stop, err := l.turn.ServePacket(l.name, l.pc)
+	if err != nil {
 		g.log.Error("listener stopped", "listener", l.name, "err", err)
 		return
 	}
+	l.turnStop = stop
 	g.log.Info("listening", "listener", l.name, "addr", addr, "proto", "turn")
 }

@@ -199,3 +199,29 @@ func TestTURNNeedsStart(t *testing.T) {
 		t.Errorf("old configuration not kept: %d", code)
 	}
 }
+
+// TestTURNListenerMoves: a reload moving a TURN UDP listener to another
+// address serves the new socket and closes the old one.
+func TestTURNListenerMoves(t *testing.T) {
+	dir := t.TempDir()
+	web := origin(t, "portal")
+	g := start(t, parse(t, turnYAML(dir, web, "")), &event.Recorder{})
+	old := g.Addr("turn-udp")
+	if !bindingAnswered(t, old, 5*time.Second) {
+		t.Fatal("no STUN answer before the move")
+	}
+	moved := strings.Replace(turnYAML(dir, web, ""), `{name: turn-udp, address: "127.0.0.1:0"`, `{name: turn-udp, address: "127.0.0.2:0"`, 1)
+	if err := g.Reload(parse(t, moved)); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	now := g.Addr("turn-udp")
+	if now.String() == old.String() || !bindingAnswered(t, now, 5*time.Second) {
+		t.Fatalf("no STUN answer at the new address %v", now)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for bindingAnswered(t, old, 200*time.Millisecond) && time.Now().Before(deadline) {
+	}
+	if bindingAnswered(t, old, 200*time.Millisecond) {
+		t.Error("the old socket still answers")
+	}
+}

@@ -6,7 +6,6 @@ import "errors"
 var (
 	ErrConfig         = errors.New("turn: invalid config")
 	ErrClosed         = errors.New("turn: server closed")
-	ErrListener       = errors.New("turn: listener already served")
 	ErrNoRelayFamily  = errors.New("turn: no relay address of the requested family")
 	ErrNoPort         = errors.New("turn: no relay port")
 	ErrPeerDenied     = errors.New("turn: peer denied")

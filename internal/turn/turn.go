@@ -36,6 +36,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -153,8 +154,9 @@ type Server struct {
 	rest    restKeys
 	fixes   fixes
 
-	mu        sync.Mutex // guards the fields below
-	listeners map[string]*listener
+	mu        sync.Mutex           // guards the fields below
+	listeners map[string]*listener // TCP/TLS, by listener name
+	packets   map[*listener]struct{}
 	closed    bool
 }
 
@@ -182,6 +184,7 @@ func New(c Config, o Options) (*Server, error) {
 		now:       o.Now,
 		metrics:   o.Metrics,
 		listeners: make(map[string]*listener),
+		packets:   make(map[*listener]struct{}),
 	}
 	errs = append(errs, s.families(c.PublicAddrs, c.RelayAddrs)...)
 	portMin, portMax := c.PortMin, c.PortMax
@@ -304,19 +307,18 @@ func (s *Server) Reconfigure(c Settings) error {
 	return nil
 }
 
-// ServePacket serves STUN/TURN on a UDP socket as listener name. The
-// server owns pc from then on (also when ServePacket fails): Close and
-// CloseListener close it.
-func (s *Server) ServePacket(name string, pc net.PacketConn) error {
+// ServePacket serves STUN/TURN on a UDP socket as listener name and
+// returns what stops it: closing it closes pc and ends the allocations made
+// through it. The server owns pc from then on (also when ServePacket
+// fails); Close stops it too. Several sockets may carry one name (a reload
+// moving a listener to a new address serves the new socket before the old
+// one is closed).
+func (s *Server) ServePacket(name string, pc net.PacketConn) (io.Closer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch {
-	case s.closed:
+	if s.closed {
 		_ = pc.Close()
-		return ErrClosed
-	case s.listeners[name] != nil:
-		_ = pc.Close()
-		return fmt.Errorf("%w: %s", ErrListener, name)
+		return nil, ErrClosed
 	}
 	cfg := s.pionConfig(name)
 	cfg.PacketConnConfigs = []pionturn.PacketConnConfig{{
@@ -327,9 +329,32 @@ func (s *Server) ServePacket(name string, pc net.PacketConn) error {
 	srv, err := pionturn.NewServer(cfg)
 	if err != nil {
 		_ = pc.Close()
-		return fmt.Errorf("turn: listener %s: %w", name, err)
+		return nil, fmt.Errorf("turn: listener %s: %w", name, err)
 	}
-	s.listeners[name] = &listener{pion: srv}
+	l := &listener{pion: srv}
+	s.packets[l] = struct{}{}
+	return packetListener{s: s, l: l, name: name}, nil
+}
+
+// packetListener stops one ServePacket.
+type packetListener struct {
+	s    *Server
+	l    *listener
+	name string
+}
+
+// Close closes the socket; pion ends its allocations. Idempotent.
+func (p packetListener) Close() error {
+	p.s.mu.Lock()
+	_, live := p.s.packets[p.l]
+	delete(p.s.packets, p.l)
+	p.s.mu.Unlock()
+	if !live {
+		return nil
+	}
+	if err := p.l.close(); err != nil {
+		return fmt.Errorf("turn: close listener %s: %w", p.name, err)
+	}
 	return nil
 }
 
@@ -371,9 +396,6 @@ func (s *Server) streamListener(name string) (*listener, error) {
 		return nil, ErrClosed
 	}
 	if l := s.listeners[name]; l != nil {
-		if l.stream == nil {
-			return nil, fmt.Errorf("%w: %s is a UDP listener", ErrListener, name)
-		}
 		return l, nil
 	}
 	sl := newStreamListener(name)
@@ -424,22 +446,6 @@ func (l *listener) close() error {
 	return err
 }
 
-// CloseListener stops listener name: its socket (UDP) or its connections
-// (TCP/TLS) are closed, and pion ends their allocations.
-func (s *Server) CloseListener(name string) error {
-	s.mu.Lock()
-	l := s.listeners[name]
-	delete(s.listeners, name)
-	s.mu.Unlock()
-	if l == nil {
-		return nil
-	}
-	if err := l.close(); err != nil {
-		return fmt.Errorf("turn: close listener %s: %w", name, err)
-	}
-	return nil
-}
-
 // Close stops every listener and ends every allocation. It is idempotent.
 func (s *Server) Close() error {
 	s.mu.Lock()
@@ -450,11 +456,18 @@ func (s *Server) Close() error {
 	s.closed = true
 	ls := s.listeners
 	s.listeners = nil
+	ps := s.packets
+	s.packets = nil
 	s.mu.Unlock()
 	var errs []error
 	for name, l := range ls {
 		if err := l.close(); err != nil {
 			errs = append(errs, fmt.Errorf("listener %s: %w", name, err))
+		}
+	}
+	for l := range ps {
+		if err := l.close(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	s.reg.endAll()
