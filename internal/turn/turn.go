@@ -320,6 +320,7 @@ func (s *Server) ServePacket(name string, pc net.PacketConn) (io.Closer, error) 
 		_ = pc.Close()
 		return nil, ErrClosed
 	}
+	sizeBuffers(pc)
 	cfg := s.pionConfig(name)
 	cfg.PacketConnConfigs = []pionturn.PacketConnConfig{{
 		PacketConn:            &guardPacketConn{PacketConn: pc, s: s},
@@ -334,6 +335,24 @@ func (s *Server) ServePacket(name string, pc net.PacketConn) (io.Closer, error) 
 	l := &listener{pion: srv}
 	s.packets[l] = struct{}{}
 	return packetListener{s: s, l: l, name: name}, nil
+}
+
+// ListenerBuffer is the receive and send buffer asked for a UDP listener
+// socket: every client's datagrams share it, and the kernel's default
+// (about 208 KiB) overflows in bursts of a few thousand media streams. The
+// kernel caps it at net.core.rmem_max / wmem_max.
+const ListenerBuffer = 4 << 20
+
+// sizeBuffers sets a UDP listener's socket buffers, best effort.
+func sizeBuffers(pc net.PacketConn) {
+	type buffers interface {
+		SetReadBuffer(int) error
+		SetWriteBuffer(int) error
+	}
+	if b, ok := pc.(buffers); ok {
+		_ = b.SetReadBuffer(ListenerBuffer)
+		_ = b.SetWriteBuffer(ListenerBuffer)
+	}
 }
 
 // packetListener stops one ServePacket.
