@@ -145,7 +145,7 @@ func report(stdout io.Writer, rawPath, txtPath, jsonPath string) error {
 	put("tcp_ratio_down")(r.ratio("tcp.pbxgate.down_mbps", "tcp.direct.down_mbps"))
 	put("tcp_ratio_up")(r.ratio("tcp.pbxgate.up_mbps", "tcp.direct.up_mbps"))
 
-	out := map[string]any{"results": nest(r), "derived": derived, "targets": verdicts}
+	out := map[string]any{"results": kv.Results(r).Nested(), "derived": derived, "targets": verdicts}
 	b, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {
 		return err
@@ -340,28 +340,4 @@ func allocOffenders(r results, names []string) []string {
 		}
 	}
 	return over
-}
-
-// nest turns dotted keys into nested maps, numbers into float64.
-func nest(r results) map[string]any {
-	root := map[string]any{}
-	for k, val := range r {
-		parts := strings.Split(k, ".")
-		m := root
-		for _, p := range parts[:len(parts)-1] {
-			sub, ok := m[p].(map[string]any)
-			if !ok {
-				sub = map[string]any{}
-				m[p] = sub
-			}
-			m = sub
-		}
-		leaf := parts[len(parts)-1]
-		if f, err := strconv.ParseFloat(val, 64); err == nil && !strings.HasPrefix(k, "meta.") {
-			m[leaf] = f
-		} else {
-			m[leaf] = val
-		}
-	}
-	return root
 }

@@ -122,15 +122,6 @@ func TestReadResultsRejectsGarbage(t *testing.T) {
 	}
 }
 
-func TestNest(t *testing.T) {
-	got := nest(results{"http.pbxgate.rps": "12.5", "meta.go": "1.26", "rate.basis": "half"})
-	b, _ := json.Marshal(got)
-	want := `{"http":{"pbxgate":{"rps":12.5}},"meta":{"go":"1.26"},"rate":{"basis":"half"}}`
-	if string(b) != want {
-		t.Fatalf("nest = %s, want %s", b, want)
-	}
-}
-
 func TestGroup(t *testing.T) {
 	for in, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567", -4500: "-4,500"} {
 		if got := group(in); got != want {

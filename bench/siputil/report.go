@@ -180,7 +180,7 @@ func report(stdout io.Writer, rawPath, txtPath, jsonPath string) (bool, error) {
 		ordered[k] = verdicts[k]
 	}
 	out, err := json.MarshalIndent(map[string]any{
-		"results":  nest(r),
+		"results":  kv.Results(r).Nested(),
 		"derived":  derived,
 		"verdicts": ordered,
 		"pass":     all,
@@ -397,28 +397,4 @@ func failures(r results, p string) string {
 	}
 	sort.Strings(out)
 	return strings.Join(out, ", ")
-}
-
-// nest turns dotted keys into nested maps, numbers into float64.
-func nest(r results) map[string]any {
-	root := map[string]any{}
-	for k, val := range r {
-		parts := strings.Split(k, ".")
-		m := root
-		for _, p := range parts[:len(parts)-1] {
-			sub, ok := m[p].(map[string]any)
-			if !ok {
-				sub = map[string]any{}
-				m[p] = sub
-			}
-			m = sub
-		}
-		leaf := parts[len(parts)-1]
-		if f, err := strconv.ParseFloat(val, 64); err == nil && !strings.HasPrefix(k, "meta.") {
-			m[leaf] = f
-		} else {
-			m[leaf] = val
-		}
-	}
-	return root
 }

@@ -9,7 +9,8 @@ import (
 )
 
 // The per-packet paths allocate nothing of their own: the framer on
-// ChannelData, and a relay socket's write to a peer (filter, meter).
+// ChannelData, a relay socket's write to a peer (filter, meter), and the
+// fast path from a client to its channel's peer.
 func TestPacketPathAllocs(t *testing.T) {
 	var fr framer
 	frame := channelData(make([]byte, 172))
@@ -37,5 +38,23 @@ func TestPacketPathAllocs(t *testing.T) {
 		}
 	}); n != 0 {
 		t.Errorf("relay write to a peer: %v allocs", n)
+	}
+
+	lpc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lpc.Close()
+	gpc := newGuardPacketConn(lpc, ts.srv)
+	client := netip.MustParseAddrPort("127.0.0.1:40000")
+	a := &alloc{fast: &fastPath{listener: gpc, relay: pc.(*net.UDPConn)}}
+	a.fast.bind(client, netip.MustParseAddrPort(to.String()), 0x4001)
+	gpc.clients.add(client, a)
+	if n := testing.AllocsPerRun(1000, func() {
+		if !gpc.relayToPeer(frame, client) {
+			t.Fatal("not relayed")
+		}
+	}); n != 0 {
+		t.Errorf("fast path to a peer: %v allocs", n)
 	}
 }

@@ -3,6 +3,7 @@ package turn
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -605,4 +606,48 @@ type requestedUDP struct{}
 func (requestedUDP) AddTo(m *stun.Message) error {
 	m.Add(stun.AttrRequestedTransport, []byte{17, 0, 0, 0})
 	return nil
+}
+
+// TestFastPath: once the client's channel is bound, ChannelData is relayed
+// by the sockets themselves both ways, counted, and still filtered.
+func TestFastPath(t *testing.T) {
+	ts := startServer(t, loopbackPeers, nil)
+	relay := allocate(t, newClient(t, ts.udp, "alice", password))
+	peer := echoPeer(t)
+	peerAP := netip.MustParseAddrPort(peer.String())
+	var a *alloc
+	eventually(t, "the channel bound", func() bool {
+		roundTrip(t, relay, peer, []byte("until bound"))
+		as := ts.srv.Allocations()
+		if len(as) != 1 {
+			return false
+		}
+		a = ts.srv.reg.byRelayAddr("udp", netip.MustParseAddrPort(as[0].Relay))
+		if a == nil || a.fast == nil {
+			t.Fatal("no fast path on a UDP listener's allocation")
+		}
+		tbl := a.fast.chans.Load()
+		return tbl != nil && tbl.byPeer[peerAP] != 0
+	})
+	before := a.toPeer.packets.Load()
+	for i := range 50 {
+		roundTrip(t, relay, peer, []byte(fmt.Sprintf("fast %d", i)))
+	}
+	if got := a.toPeer.packets.Load() - before; got != 50 {
+		t.Errorf("%d packets counted to the peer, want 50", got)
+	}
+	if got := ts.srv.reg.byRelayAddr("udp", a.relay); got != a {
+		t.Fatal("allocation record replaced")
+	}
+	// A reload closing loopback drops the bound channel's packets.
+	if err := ts.srv.Reconfigure(Settings{Users: map[string][]byte{"alice": turnauth.LongTermKey("alice", realm, password)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := relay.WriteTo([]byte("now denied"), peer); err != nil {
+		t.Fatal(err)
+	}
+	_ = relay.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, _, err := relay.ReadFrom(make([]byte, 100)); err == nil {
+		t.Errorf("a denied peer was reached: %d bytes back", n)
+	}
 }

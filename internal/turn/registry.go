@@ -73,6 +73,7 @@ type alloc struct {
 	closer   io.Closer // the relay socket; closing it ends the allocation
 
 	toPeer, fromPeer meter
+	fast             *fastPath // nil: no media fast path (TCP control, or not a *net.UDPConn)
 
 	// Guarded by registry.mu.
 	client  netip.AddrPort
@@ -197,8 +198,8 @@ func (r *registry) unreserve(user string) {
 
 // add records a new relay socket. The allocation's client is known only
 // when pion reports it (created).
-func (r *registry) add(user, listener, proto string, relay netip.AddrPort, closer io.Closer, lim func() *rate.Limiter) *alloc {
-	a := &alloc{user: user, listener: listener, proto: proto, relay: relay, created: r.s.now(), closer: closer}
+func (r *registry) add(user, listener, proto string, relay netip.AddrPort, closer io.Closer, lim func() *rate.Limiter, fast *fastPath) *alloc {
+	a := &alloc{user: user, listener: listener, proto: proto, relay: relay, created: r.s.now(), closer: closer, fast: fast}
 	if lim != nil {
 		a.toPeer.lim, a.fromPeer.lim = lim(), lim()
 	}
@@ -242,6 +243,9 @@ func (r *registry) created(proto string, relay netip.AddrPort, client netip.Addr
 	if maxLife > 0 {
 		a.timer = time.AfterFunc(maxLife, func() { _ = a.closer.Close() })
 	}
+	if a.fast != nil {
+		a.fast.listener.clients.add(client, a)
+	}
 	return a
 }
 
@@ -270,6 +274,9 @@ func (r *registry) remove(a *alloc) {
 	r.gone.pktsFrom += a.fromPeer.packets.Load()
 	if a.timer != nil {
 		a.timer.Stop()
+	}
+	if a.fast != nil && a.client.IsValid() {
+		a.fast.listener.clients.remove(a.client, a)
 	}
 	r.mu.Unlock()
 	r.s.ports.release(int(a.relay.Port()))

@@ -35,6 +35,7 @@ type family struct {
 type relays struct {
 	s        *Server
 	listener string
+	pc       *guardPacketConn // the UDP listener's socket; nil for TCP/TLS
 }
 
 var _ pionturn.RelayAddressGenerator = relays{}
@@ -81,7 +82,11 @@ func (r relays) AllocatePacketConn(c pionturn.AllocateListenerConfig) (net.Packe
 		return nil, nil, err
 	}
 	rc := &relayPacketConn{PacketConn: pc, s: r.s}
-	rc.a = r.s.reg.add(c.UserID, r.listener, "udp", relay, rc, r.s.limiter())
+	var fast *fastPath
+	if uc, ok := pc.(*net.UDPConn); ok && r.pc != nil && r.pc.udp != nil {
+		fast = &fastPath{listener: r.pc, relay: uc}
+	}
+	rc.a = r.s.reg.add(c.UserID, r.listener, "udp", relay, rc, r.s.limiter(), fast)
 	return rc, net.UDPAddrFromAddrPort(relay), nil
 }
 
@@ -96,7 +101,7 @@ func (r relays) AllocateListener(c pionturn.AllocateListenerConfig) (net.Listene
 		return nil, nil, err
 	}
 	rl := &relayListener{Listener: ln, s: r.s}
-	rl.a = r.s.reg.add(c.UserID, r.listener, "tcp", relay, rl, r.s.limiter())
+	rl.a = r.s.reg.add(c.UserID, r.listener, "tcp", relay, rl, r.s.limiter(), nil)
 	return rl, net.TCPAddrFromAddrPort(relay), nil
 }
 
@@ -248,8 +253,12 @@ type relayPacketConn struct {
 }
 
 // ReadFrom returns the next datagram from a peer within the bandwidth cap;
-// datagrams over it are dropped.
+// datagrams over it are dropped. With the fast path, datagrams of bound
+// channels never reach the caller (see readFast).
 func (c *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if c.a.fast != nil && len(p) > 4 {
+		return c.readFast(p)
+	}
 	for {
 		n, from, err := c.PacketConn.ReadFrom(p)
 		if err != nil {

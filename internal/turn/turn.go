@@ -321,10 +321,11 @@ func (s *Server) ServePacket(name string, pc net.PacketConn) (io.Closer, error) 
 		return nil, ErrClosed
 	}
 	sizeBuffers(pc)
+	gpc := newGuardPacketConn(pc, s)
 	cfg := s.pionConfig(name)
 	cfg.PacketConnConfigs = []pionturn.PacketConnConfig{{
-		PacketConn:            &guardPacketConn{PacketConn: pc, s: s},
-		RelayAddressGenerator: relays{s: s, listener: name},
+		PacketConn:            gpc,
+		RelayAddressGenerator: relays{s: s, listener: name, pc: gpc},
 		PermissionHandler:     s.permit(name),
 	}}
 	srv, err := pionturn.NewServer(cfg)
@@ -518,6 +519,8 @@ func (s *Server) pionConfig(name string) pionturn.ServerConfig {
 		EventHandler: pionturn.EventHandler{
 			OnAuth:              s.onAuth(name),
 			OnAllocationCreated: s.onAllocationCreated(name),
+			OnChannelCreated:    s.onChannelCreated,
+			OnChannelDeleted:    s.onChannelDeleted,
 		},
 	}
 }

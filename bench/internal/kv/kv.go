@@ -62,3 +62,29 @@ func (r Results) Diff(a, b string) (float64, bool) {
 	y, ok2 := r.Num(b)
 	return x - y, ok1 && ok2
 }
+
+// Nested turns the dotted keys into nested maps for a JSON report,
+// "call.kamailio.rate=9000" into {"call":{"kamailio":{"rate":9000}}}:
+// numbers become float64, except under "meta." where values stay text.
+func (r Results) Nested() map[string]any {
+	root := map[string]any{}
+	for k, val := range r {
+		parts := strings.Split(k, ".")
+		m := root
+		for _, p := range parts[:len(parts)-1] {
+			sub, ok := m[p].(map[string]any)
+			if !ok {
+				sub = map[string]any{}
+				m[p] = sub
+			}
+			m = sub
+		}
+		leaf := parts[len(parts)-1]
+		if f, err := strconv.ParseFloat(val, 64); err == nil && !strings.HasPrefix(k, "meta.") {
+			m[leaf] = f
+		} else {
+			m[leaf] = val
+		}
+	}
+	return root
+}

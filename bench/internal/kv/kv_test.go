@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -31,5 +32,14 @@ func TestReadAndDerive(t *testing.T) {
 	os.WriteFile(p, []byte("no equals sign\n"), 0o600)
 	if _, err := Read(p); err == nil {
 		t.Error("a line without = was accepted")
+	}
+}
+
+func TestNested(t *testing.T) {
+	got := Results{"http.pbxgate.rps": "12.5", "meta.go": "1.26", "rate.basis": "half"}.Nested()
+	b, _ := json.Marshal(got)
+	want := `{"http":{"pbxgate":{"rps":12.5}},"meta":{"go":"1.26"},"rate":{"basis":"half"}}`
+	if string(b) != want {
+		t.Fatalf("Nested = %s, want %s", b, want)
 	}
 }
