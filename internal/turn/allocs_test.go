@@ -10,7 +10,7 @@ import (
 
 // The per-packet paths allocate nothing of their own: the framer on
 // ChannelData, a relay socket's write to a peer (filter, meter), and the
-// fast path from a client to its channel's peer.
+// fast path from a client to its channel's peer, the Binding answer.
 func TestPacketPathAllocs(t *testing.T) {
 	var fr framer
 	frame := channelData(make([]byte, 172))
@@ -56,5 +56,16 @@ func TestPacketPathAllocs(t *testing.T) {
 		}
 	}); n != 0 {
 		t.Errorf("fast path to a peer: %v allocs", n)
+	}
+
+	req := bindingRequest(t).Raw
+	var buf [bindingAnswerMaxLen]byte
+	if n := testing.AllocsPerRun(1000, func() {
+		if !isBindingRequest(req) {
+			t.Fatal("not a Binding request")
+		}
+		bindingAnswer(buf[:], req, client)
+	}); n != 0 {
+		t.Errorf("Binding answer: %v allocs", n)
 	}
 }

@@ -651,3 +651,32 @@ func TestFastPath(t *testing.T) {
 		t.Errorf("a denied peer was reached: %d bytes back", n)
 	}
 }
+
+// TestBindingAnswer: the Binding answer decodes as STUN, carries the
+// client's address and a valid FINGERPRINT, for IPv4 and IPv6 clients, and
+// a malformed request is left to pion.
+func TestBindingAnswer(t *testing.T) {
+	for _, client := range []string{"192.0.2.7:40000", "[2001:db8::7]:5", "[::ffff:198.51.100.1]:3478"} {
+		req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewSoftware("test"), stun.Fingerprint)
+		if !isBindingRequest(req.Raw) {
+			t.Fatal("a Binding request not recognised")
+		}
+		ap := netip.MustParseAddrPort(client)
+		got := &stun.Message{Raw: append([]byte(nil), bindingAnswer(make([]byte, bindingAnswerMaxLen), req.Raw, ap)...)}
+		if err := got.Decode(); err != nil {
+			t.Fatal(err)
+		}
+		var xa stun.XORMappedAddress
+		if got.Type != stun.BindingSuccess || got.TransactionID != req.TransactionID || xa.GetFrom(got) != nil ||
+			xa.Port != int(ap.Port()) || !xa.IP.Equal(net.IP(ap.Addr().Unmap().AsSlice())) {
+			t.Errorf("%s: answer %v, mapped %v", client, got, xa)
+		}
+		if err := stun.Fingerprint.Check(got); err != nil {
+			t.Errorf("%s: fingerprint: %v", client, err)
+		}
+	}
+	bad := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewSoftware("x")).Raw
+	if isBindingRequest(bad[:len(bad)-4]) || isBindingRequest(append(bad, 0, 0, 0, 0)) {
+		t.Error("a truncated or padded request taken for a Binding request")
+	}
+}

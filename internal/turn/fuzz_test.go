@@ -72,8 +72,9 @@ func FuzzFramer(f *testing.F) {
 	})
 }
 
-// FuzzPreParse runs what looks at client bytes before pion does (the REST
-// key finder, the username walk, the method, the ConnectionBind signer) on
+// FuzzPreParse runs what looks at client bytes before pion does (the
+// Binding responder, the REST key finder, the username walk, the method,
+// the ConnectionBind signer) on
 // arbitrary datagrams: no panic, and a username found lies inside msg.
 func FuzzPreParse(f *testing.F) {
 	secrets, err := turnauth.NewSecrets([][]byte{restSecret, []byte("an-older-secret-0123456789")})
@@ -99,6 +100,12 @@ func FuzzPreParse(f *testing.F) {
 	f.Add([]byte{0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x06, 0xff, 0xff, 'a', ':', 'b', 0})
 	f.Add(channelData([]byte("payload")))
 	f.Fuzz(func(t *testing.T, msg []byte) {
+		if isBindingRequest(msg) {
+			ans := &stun.Message{Raw: bindingAnswer(make([]byte, bindingAnswerMaxLen), msg, netip.MustParseAddrPort("[2001:db8::1]:9"))}
+			if err := ans.Decode(); err != nil || stun.Fingerprint.Check(ans) != nil {
+				t.Fatalf("Binding answer does not decode or check: %v", err)
+			}
+		}
 		s.observe(msg)
 		_ = stunMethod(msg)
 		if isSTUN(msg) {

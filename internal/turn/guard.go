@@ -36,6 +36,7 @@ type guardPacketConn struct {
 	udp     *net.UDPConn // PacketConn, when it is one: the fast path
 	clients clients      // the fast path's allocations by client
 	reqs    requests     // owned by pion's read loop of this socket
+	answer  [bindingAnswerMaxLen]byte
 }
 
 func newGuardPacketConn(pc net.PacketConn, s *Server) *guardPacketConn {
@@ -60,6 +61,10 @@ func (c *guardPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			continue
 		}
 		if isChannelData(p[:n]) && c.relayToPeer(p[:n], from) {
+			continue
+		}
+		if isBindingRequest(p[:n]) {
+			_, _ = c.udp.WriteToUDPAddrPort(bindingAnswer(c.answer[:], p[:n], from), from)
 			continue
 		}
 		c.preview(p[:n])
