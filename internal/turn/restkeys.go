@@ -98,7 +98,8 @@ func (s *Server) keyOf(username string) []byte {
 }
 
 // signSTUN returns msg with MESSAGE-INTEGRITY (key) and FINGERPRINT
-// appended, dropping a FINGERPRINT msg already had.
+// appended, dropping the integrity attributes and FINGERPRINT msg already
+// had.
 func signSTUN(msg, key []byte) ([]byte, error) {
 	m := &stun.Message{Raw: append([]byte(nil), msg...)}
 	if err := m.Decode(); err != nil {
@@ -107,7 +108,8 @@ func signSTUN(msg, key []byte) ([]byte, error) {
 	out := &stun.Message{Type: m.Type, TransactionID: m.TransactionID}
 	out.WriteHeader()
 	for _, a := range m.Attributes {
-		if a.Type == stun.AttrFingerprint || a.Type == stun.AttrMessageIntegrity {
+		switch a.Type {
+		case stun.AttrFingerprint, stun.AttrMessageIntegrity, stun.AttrMessageIntegritySHA256:
 			continue
 		}
 		out.Add(a.Type, a.Value)
