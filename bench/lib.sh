@@ -79,3 +79,15 @@ cpu_idle() {
 		idle = (y[5] - x[5]) + (y[6] - x[6])
 		printf "%.0f", (t > 0 ? 100 * idle / t : 0) }'
 }
+
+# wait_idle SECONDS: wait up to SECONDS (in steps of 5) for the CPUs to be
+# at least 90 % idle before measuring (BENCH_WAIT_IDLE on shared machines).
+wait_idle() {
+	local waited=0 idle
+	while ((waited < $1)); do
+		idle=$(cpu_idle 5)
+		((idle >= 90)) && return 0
+		log "CPUs only $idle % idle; waiting (BENCH_WAIT_IDLE=$1)"
+		waited=$((waited + 5))
+	done
+}

@@ -167,15 +167,7 @@ done
 haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejected $WORK/haproxy.cfg"
 
 pbx_version=n/a
-if ((WAIT_IDLE > 0)); then
-	waited=0
-	while ((waited < WAIT_IDLE)); do
-		idle=$(cpu_idle 5)
-		((idle >= 90)) && break
-		log "CPUs only $idle % idle; waiting (BENCH_WAIT_IDLE=$WAIT_IDLE)"
-		waited=$((waited + 5))
-	done
-fi
+wait_idle "$WAIT_IDLE"
 commit=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
 if ((WITH_PBX)); then
 	pbx_version=$("$B/pbxgate" version 2>/dev/null | head -1 | sed "s/^pbxgate //" || echo unknown)

@@ -218,15 +218,7 @@ fi
 	for ((i = 1000; i < 2000; i++)); do echo "$i;"; done
 } >"$WORK/users.csv"
 
-if ((WAIT_IDLE > 0)); then
-	waited=0
-	while ((waited < WAIT_IDLE)); do
-		idle=$(cpu_idle 5)
-		((idle >= 90)) && break
-		log "CPUs only $idle % idle; waiting (BENCH_WAIT_IDLE=$WAIT_IDLE)"
-		waited=$((waited + 5))
-	done
-fi
+wait_idle "$WAIT_IDLE"
 pbx_version=n/a
 ((WITH_PBX)) && pbx_version=$("$B/pbxgate" version 2>/dev/null | head -1 | sed "s/^pbxgate //" || echo unknown)
 put "meta.date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
