@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"syscall"
 	"unsafe"
 
@@ -104,13 +103,6 @@ func (b *batch) recvmmsg(fd uintptr) bool {
 		}
 		return true
 	}
-}
-
-// from returns the source of datagram i of the last recv.
-func (b *batch) from(i int) netip.AddrPort {
-	sa := &b.names[i]
-	port := uint16(sa.Port>>8) | uint16(sa.Port<<8) // network byte order
-	return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), port)
 }
 
 // send sends bufs[:n] with lengths lens[:n]: to the connected address, or

@@ -201,6 +201,7 @@ func TestEntries(t *testing.T) {
 				t.Fatalf("whitelist = %s", got)
 			}
 			resp, body = e.do(t, via, "GET", "/api/v1/blacklist", "", "")
+			wantStatus(t, resp, body, http.StatusOK)
 			if got := addresses(decode[EntriesJSON](t, body)); got != "2001:db8::1" {
 				t.Fatalf("blacklist after allow = %s", got)
 			}

@@ -326,11 +326,6 @@ func (r uclientJob) relayed(t testing.TB) uclientResult {
 	return res
 }
 
-// relayed runs uclient and asserts that every packet came back.
-func (u uclient) relayed(t testing.TB) uclientResult {
-	t.Helper()
-	return u.start(t, uclientTimeout).relayed(t)
-}
 
 // uclientSummary is the end of a uclient run's output.
 type uclientSummary struct {
