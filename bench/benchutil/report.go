@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -46,24 +45,7 @@ func (r results) int(key string) string {
 	if !ok {
 		return "n/a"
 	}
-	return group(int64(math.Round(v)))
-}
-
-func group(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
+	return kv.Group(int64(math.Round(v)))
 }
 
 // ms formats a microsecond key as milliseconds.
@@ -197,7 +179,7 @@ func writeTable(w io.Writer, r results) map[string]verdict {
 		}
 		errs, _ := r.num(p + "errors")
 		non2xx, _ := r.num(p + "non2xx")
-		line(c.label, r.int(p+"rps"), r.ms(p+"p50_us"), r.ms(p+"p99_us"), group(int64(errs+non2xx)),
+		line(c.label, r.int(p+"rps"), r.ms(p+"p50_us"), r.ms(p+"p99_us"), kv.Group(int64(errs+non2xx)),
 			r.int(q+"rps"), r.ms(q+"p50_us"), r.ms(q+"p99_us"))
 	}
 	flush()
@@ -230,7 +212,7 @@ func writeTable(w io.Writer, r results) map[string]verdict {
 			errs, _ := r.num(p + "errors")
 			non2xx, _ := r.num(p + "non2xx")
 			line(c.label, r.int(p+"rps"), r.ms(p+"p50_us"), r.ms(p+"p90_us"), r.ms(p+"p99_us"), r.ms(p+"p999_us"), r.ms(p+"max_us"),
-				group(int64(errs+non2xx)), r.int(p+"dropped"))
+				kv.Group(int64(errs+non2xx)), r.int(p+"dropped"))
 		}
 		flush()
 	}

@@ -122,12 +122,4 @@ func TestReadResultsRejectsGarbage(t *testing.T) {
 	}
 }
 
-func TestGroup(t *testing.T) {
-	for in, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567", -4500: "-4,500"} {
-		if got := group(in); got != want {
-			t.Errorf("group(%d) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func ptr(b bool) *bool { return &b }

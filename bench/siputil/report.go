@@ -37,7 +37,7 @@ func (r results) int(key string) string {
 	if !ok {
 		return "n/a"
 	}
-	return group(int64(math.Round(v)))
+	return kv.Group(int64(math.Round(v)))
 }
 
 // mib formats a kilobyte key as MiB.
@@ -51,23 +51,6 @@ func fmtNum(v float64, ok bool, format string) string {
 		return "n/a"
 	}
 	return fmt.Sprintf(format, v)
-}
-
-func group(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
 }
 
 // verdict is one target's outcome; Pass nil means it could not be judged.
@@ -322,7 +305,7 @@ func writeTable(w io.Writer, r results) map[string]verdict {
 		failed, _ := r.num(p + "failed")
 		mb := kb * 1024 / 1e6
 		key := m.kind + "_rss"
-		v[key] = check(fmt.Sprintf("pbxgate VmRSS with %s %s <= %.0f MB", group(int64(m.want)), m.label, m.maxMB), mb, ok, mb <= m.maxMB && failed == 0)
+		v[key] = check(fmt.Sprintf("pbxgate VmRSS with %s %s <= %.0f MB", kv.Group(int64(m.want)), m.label, m.maxMB), mb, ok, mb <= m.maxMB && failed == 0)
 		how := ""
 		if extra {
 			why := "BENCH_SIP_FLOWS / BENCH_SIP_TLS_CONNS"
@@ -337,7 +320,7 @@ func writeTable(w io.Writer, r results) map[string]verdict {
 		if failed > 0 {
 			how += fmt.Sprintf(", %s failed: %s", r.int(p+"failed"), failures(r, p))
 		}
-		fmt.Fprintf(w, "pbxgate RSS with %s %s: %s [%s] (target <= %.0f MB%s)\n", group(int64(m.want)), m.label, fmtNum(mb, ok, "%.0f MB"), v[key], m.maxMB, how)
+		fmt.Fprintf(w, "pbxgate RSS with %s %s: %s [%s] (target <= %.0f MB%s)\n", kv.Group(int64(m.want)), m.label, fmtNum(mb, ok, "%.0f MB"), v[key], m.maxMB, how)
 	}
 	pr, ok1 := r.num("mem.udp.port_range")
 	addrs, ok2 := r.num("mem.udp.upstream_addresses")
@@ -346,7 +329,7 @@ func writeTable(w io.Writer, r results) map[string]verdict {
 	}
 	if ok1 && pr > 0 && pr*addrs < 100000 {
 		fmt.Fprintf(w, "NOTE: the kernel's ephemeral port range has %s ports and pbxgate opened its flows from %.0f local address(es): at most %s flows to one PBX (sip.udp.upstream_addresses)\n",
-			group(int64(pr)), addrs, group(int64(pr*addrs)))
+			kv.Group(int64(pr)), addrs, kv.Group(int64(pr*addrs)))
 	}
 	return v
 }
@@ -384,7 +367,7 @@ func cpuCompare(w io.Writer, r results, s, what string) {
 		return
 	}
 	fmt.Fprintf(w, "forwarder CPU per %s at %s/s (the highest rate both kept up): Kamailio %.1f µs, pbxgate %.1f µs; Kamailio/pbxgate %.2f (for information)\n",
-		what, group(int64(rate)), kam, pbx, kam/pbx)
+		what, kv.Group(int64(rate)), kam, pbx, kam/pbx)
 }
 
 // failures lists the failed_* counters under prefix p.

@@ -283,7 +283,7 @@ func writeTable(w io.Writer, r results) (map[string]verdict, map[string]float64)
 			med[c.key], medOK[c.key] = rate, ok
 			each := make([]string, len(rates))
 			for i, x := range rates {
-				each[i] = group(int64(math.Round(x)))
+				each[i] = kv.Group(int64(math.Round(x)))
 			}
 			if failed > 0 {
 				each = append(each, fmt.Sprintf("(%d failed)", failed))
@@ -347,7 +347,7 @@ func writeTable(w io.Writer, r results) (map[string]verdict, map[string]float64)
 			d["streams_"+c.key] = n
 			fail := "none <= " + m["meta.streams_max"]
 			if f, ok := r.num(p + "fail_n"); ok {
-				fail = group(int64(f))
+				fail = kv.Group(int64(f))
 			}
 			b := p + "best."
 			secs, _ := r.num(b + "secs")
@@ -363,7 +363,7 @@ func writeTable(w io.Writer, r results) (map[string]verdict, map[string]float64)
 			p50, ok50 := r.num(b + "rtt_p50_ms")
 			p99, ok99 := r.num(b + "rtt_p99_ms")
 			us, okU := r.num(b + "server_cpu_us")
-			line(c.label, group(int64(n)), fail, fmtNum(loss, okL, "%.3f%%", false), fmtNum(pps, okP, "%.0f", true),
+			line(c.label, kv.Group(int64(n)), fail, fmtNum(loss, okL, "%.3f%%", false), fmtNum(pps, okP, "%.0f", true),
 				fmtNum(p50, ok50, "%.2f ms", false), fmtNum(p99, ok99, "%.2f ms", false), fmtNum(100*srv, okS, "%.0f%%", false),
 				fmtNum(us, okU, "%.2f", false), fmtNum(100*gen, okG, "%.0f%%", false), fmtNum(100*oth, okO, "%.0f%%", false))
 		}
@@ -389,7 +389,7 @@ func writeTable(w io.Writer, r results) (map[string]verdict, map[string]float64)
 			peer, _ := r.num(f + "peer_rx")
 			echoed, _ := r.num(f + "echoed")
 			fmt.Fprintf(w, "   %s at %s (first failing): loss %s%% (%s lost on the way to the peer, %s on the way back)%s; datagrams the kernel dropped for full socket buffers during the run: server listener %s, server relays %s, generator %s\n",
-				c.key, group(int64(n)), m[f+"loss_pct"], group(int64(sent-peer)), group(int64(peer-echoed)), cpu,
+				c.key, kv.Group(int64(n)), m[f+"loss_pct"], kv.Group(int64(sent-peer)), kv.Group(int64(peer-echoed)), cpu,
 				m[f+"drops_server_listener"], m[f+"drops_server_relays"], m[f+"drops_tool"])
 		}
 	}
@@ -483,7 +483,7 @@ func fmtNum(v float64, ok bool, format string, grouped bool) string {
 		return "n/a"
 	}
 	if grouped {
-		return group(int64(math.Round(v)))
+		return kv.Group(int64(math.Round(v)))
 	}
 	return fmt.Sprintf(format, v)
 }
@@ -493,23 +493,5 @@ func groupStr(s string) string {
 	if err != nil {
 		return s
 	}
-	return group(n)
-}
-
-// group formats n with thousands separators.
-func group(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
+	return kv.Group(n)
 }

@@ -43,3 +43,11 @@ func TestNested(t *testing.T) {
 		t.Fatalf("Nested = %s, want %s", b, want)
 	}
 }
+
+func TestGroup(t *testing.T) {
+	for in, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567", -4500: "-4,500"} {
+		if got := Group(in); got != want {
+			t.Errorf("Group(%d) = %q, want %q", in, got, want)
+		}
+	}
+}
