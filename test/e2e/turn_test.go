@@ -326,7 +326,6 @@ func (r uclientJob) relayed(t testing.TB) uclientResult {
 	return res
 }
 
-
 // uclientSummary is the end of a uclient run's output.
 type uclientSummary struct {
 	ok       bool // the totals were printed
