@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PEERS=(curl slapd ldap-utils sip-tester socat coturn)
+PEERS=(curl slapd ldap-utils sip-tester socat coturn nftables iproute2)
 missing=()
 for p in "${PEERS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,368 @@
+package kernelbl
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"go.uber.org/goleak"
+)
+
+func newSync(t testing.TB, ns *netns, o Options) *Sync {
+	t.Helper()
+	o.NetNS = ns.fd
+	s, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.Ensure(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func pfx(s string) netip.Prefix {
+	if !strings.Contains(s, "/") {
+		a := netip.MustParseAddr(s)
+		return netip.PrefixFrom(a, a.BitLen())
+	}
+	return netip.MustParsePrefix(s)
+}
+
+// TestBanBlocks: a ban drops the banned source's TCP and UDP (IPv4 and
+// IPv6) while the client's other address still gets through; Remove lifts
+// it; a flush of the policy table does not.
+func TestBanBlocks(t *testing.T) {
+	l := newLab(t)
+	srv := l.serve(t)
+	s := newSync(t, l.srv, Options{})
+	const wait = time.Second
+
+	for _, c := range []struct{ src, dst netip.Addr }{{l.cliA4, l.srv4}, {l.cliB4, l.srv4}, {l.cliA6, l.srv6}, {l.cliB6, l.srv6}} {
+		if !l.tcpOK(t, srv, c.src, c.dst, 2*wait) || !l.udpOK(t, srv, c.src, c.dst, 2*wait) {
+			t.Fatalf("before any ban: %v cannot reach %v", c.src, c.dst)
+		}
+	}
+
+	// IPv4 as a mapped /128 must land in bl4.
+	mapped := netip.PrefixFrom(netip.AddrFrom16(l.cliA4.As16()), 128)
+	if err := s.Add(Entry{Prefix: mapped, Expires: time.Now().Add(time.Hour)}, Entry{Prefix: pfx(l.cliA6.String())}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(stage string, aBlocked bool) {
+		t.Helper()
+		probes := []struct {
+			src, dst netip.Addr
+			blocked  bool
+		}{{l.cliA4, l.srv4, aBlocked}, {l.cliB4, l.srv4, false}, {l.cliA6, l.srv6, aBlocked}, {l.cliB6, l.srv6, false}}
+		if strings.HasPrefix(stage, "after") {
+			probes = probes[:2]
+		}
+		for _, c := range probes {
+			if got := l.tcpOK(t, srv, c.src, c.dst, wait); got == c.blocked {
+				t.Errorf("%s: tcp from %v reached=%v, want %v", stage, c.src, got, !c.blocked)
+			}
+			if got := l.udpOK(t, srv, c.src, c.dst, wait); got == c.blocked {
+				t.Errorf("%s: udp from %v reached=%v, want %v", stage, c.src, got, !c.blocked)
+			}
+		}
+	}
+	check("banned", true)
+
+	// The firewall manager replaces its own table; ours is separate.
+	script := "table inet pbxgate {}\nflush table inet pbxgate\ntable inet pbxgate {\n chain input { type filter hook input priority 0; policy accept; }\n}\n"
+	cmd := exec.Command("ip", "netns", "exec", l.srv.name, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("policy table: %v\n%s", err, out)
+	}
+	if out := run(t, "ip", "netns", "exec", l.srv.name, "nft", "list", "table", "inet", "pbxgate"); !strings.Contains(out, "hook input") {
+		t.Fatalf("policy table not loaded:\n%s", out)
+	}
+	check("after policy table reload", true)
+
+	if err := s.Remove(mapped, pfx(l.cliA6.String())); err != nil {
+		t.Fatal(err)
+	}
+	check("removed", false)
+}
+
+// kernelRanges reads a set back over netlink as start→timeout/expires.
+type kview struct {
+	timeout, expires time.Duration
+	hi               netip.Addr
+}
+
+func readSet(t testing.TB, ns *netns, name string) map[netip.Addr]kview {
+	t.Helper()
+	c, err := nftables.New(nftables.WithNetNSFd(ns.fd)) // one socket per call
+	if err != nil {
+		t.Fatalf("netlink in %s: %v", ns.name, err)
+	}
+	tbl := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+	set, err := c.GetSetByName(tbl, name)
+	if err != nil {
+		t.Fatalf("get set %s: %v", name, err)
+	}
+	els, err := c.GetSetElements(set)
+	if err != nil {
+		t.Fatalf("elements of %s: %v", name, err)
+	}
+	v4 := name == Set4Name
+	maxA := max6
+	if v4 {
+		maxA = max4
+	}
+	out := map[netip.Addr]kview{}
+	for lo, k := range rangesFromElements(els, v4, maxA, time.Unix(0, 0)) {
+		var v kview
+		v.hi = k.hi.addr(v4)
+		if k.exp != forever {
+			v.expires = time.Duration(k.exp)
+		}
+		out[lo.addr(v4)] = v
+	}
+	for _, e := range els {
+		if !e.IntervalEnd {
+			if k, ok := keyU128(e.Key, v4); ok {
+				v := out[k.addr(v4)]
+				v.timeout = e.Timeout
+				out[k.addr(v4)] = v
+			}
+		}
+	}
+	return out
+}
+
+// clock is a settable time source.
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func TestTimeoutsPerElement(t *testing.T) {
+	needPeers(t)
+	ns := newNS(t)
+	clk := &clock{time.Now()}
+	s := newSync(t, ns, Options{Now: clk.now, Jitter: -1})
+	if err := s.Add(
+		Entry{pfx("192.0.2.1"), clk.t.Add(time.Hour)},
+		Entry{pfx("192.0.2.3"), clk.t.Add(2 * time.Hour)},
+		Entry{pfx("192.0.2.5"), time.Time{}},
+		Entry{pfx("192.0.2.7"), clk.t.Add(300 * time.Millisecond)}, // rounded up to 1 s
+		Entry{pfx("192.0.2.9"), clk.t.Add(-time.Second)},           // expired: not added
+		Entry{pfx("2001:db8::/48"), clk.t.Add(3 * time.Hour)},
+	); err != nil {
+		t.Fatal(err)
+	}
+	got := readSet(t, ns, Set4Name)
+	want := map[string]time.Duration{"192.0.2.1": time.Hour, "192.0.2.3": 2 * time.Hour, "192.0.2.5": 0, "192.0.2.7": time.Second}
+	if len(got) != len(want) {
+		t.Errorf("bl4 has %d ranges, want %d: %v", len(got), len(want), got)
+	}
+	for a, tmo := range want {
+		v, ok := got[netip.MustParseAddr(a)]
+		if !ok || v.timeout != tmo || v.hi != netip.MustParseAddr(a) {
+			t.Errorf("%s: %+v (present %v), want timeout %v", a, v, ok, tmo)
+		}
+	}
+	g6 := readSet(t, ns, Set6Name)
+	if v := g6[netip.MustParseAddr("2001:db8::")]; len(g6) != 1 || v.timeout != 3*time.Hour || v.hi != netip.MustParseAddr("2001:db8:0:ffff:ffff:ffff:ffff:ffff") {
+		t.Errorf("bl6 = %v", g6)
+	}
+
+	// Add replaces a timeout.
+	if err := s.Add(Entry{pfx("192.0.2.1"), clk.t.Add(5 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if v := readSet(t, ns, Set4Name)[netip.MustParseAddr("192.0.2.1")]; v.timeout != 5*time.Hour {
+		t.Errorf("after re-add: timeout %v, want 5h", v.timeout)
+	}
+}
+
+func TestReconcile(t *testing.T) {
+	needPeers(t)
+	ns := newNS(t)
+	clk := &clock{time.Now()}
+	a := newSync(t, ns, Options{Now: clk.now, Jitter: -1})
+	h := clk.t.Add(time.Hour)
+	if err := a.Add(Entry{pfx("198.51.100.1"), h}, Entry{pfx("198.51.100.3"), h}, Entry{pfx("198.51.100.5"), h}); err != nil {
+		t.Fatal(err)
+	}
+	// Someone else adds an element by hand: our store does not list it.
+	run(t, "ip", "netns", "exec", ns.name, "nft", "add", "element", "inet", TableName, Set4Name, "{ 203.0.113.0/24 }")
+
+	// A new process: no mirror, store is the truth.
+	b := newSync(t, ns, Options{Now: clk.now, Jitter: -1, ReadEvery: -1})
+	want := []Entry{
+		{pfx("198.51.100.1"), h.Add(5 * time.Minute)}, // 1h left of 1h05: fresh, kept
+		{pfx("198.51.100.3"), h.Add(2 * time.Hour)},   // 1h left of 3h: near expiry, re-added
+		{pfx("198.51.100.9"), h},                      // missing: added
+	}
+	if err := b.Reconcile(want); err != nil {
+		t.Fatal(err)
+	}
+	got := readSet(t, ns, Set4Name)
+	exp := map[string]time.Duration{"198.51.100.1": time.Hour, "198.51.100.3": 3 * time.Hour, "198.51.100.9": time.Hour}
+	if len(got) != len(exp) {
+		t.Errorf("bl4 = %v, want %v", got, exp)
+	}
+	for a, tmo := range exp {
+		if v, ok := got[netip.MustParseAddr(a)]; !ok || v.timeout != tmo {
+			t.Errorf("%s: %+v present=%v, want timeout %v", a, v, ok, tmo)
+		}
+	}
+
+	// Time passes: the kernel's 1h element for .1 now has more left than
+	// the ban (shortened ban): replaced. An invalid entry is reported, the
+	// rest applied.
+	clk.t = clk.t.Add(50 * time.Minute)
+	err := b.Reconcile(append(want[:2:2], Entry{Prefix: netip.Prefix{}}))
+	if !errors.Is(err, ErrInvalidPrefix) {
+		t.Errorf("Reconcile with invalid prefix: err = %v, want ErrInvalidPrefix", err)
+	}
+	got = readSet(t, ns, Set4Name)
+	if _, ok := got[netip.MustParseAddr("198.51.100.9")]; ok || len(got) != 2 {
+		t.Errorf("after dropping .9: %v", got)
+	}
+}
+
+func TestEnsureIdempotent(t *testing.T) {
+	needPeers(t)
+	ns := newNS(t)
+	s := newSync(t, ns, Options{})
+	if err := s.Add(Entry{Prefix: pfx("192.0.2.0/24")}, Entry{Prefix: pfx("2001:db8::1")}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := s.Ensure(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := run(t, "ip", "netns", "exec", ns.name, "nft", "list", "table", "inet", TableName)
+	for _, w := range []string{"192.0.2.0/24", "2001:db8::1", "priority raw", "ip saddr @bl4", "ip6 saddr @bl6", "flags interval,timeout"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("table lacks %q:\n%s", w, out)
+		}
+	}
+	if n := strings.Count(out, "drop"); n != 2 {
+		t.Errorf("%d drop rules after repeated Ensure, want 2:\n%s", n, out)
+	}
+	if err := s.Uninstall(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Uninstall(); err != nil {
+		t.Errorf("second Uninstall: %v", err)
+	}
+	if out := run(t, "ip", "netns", "exec", ns.name, "nft", "list", "tables"); strings.Contains(out, TableName) {
+		t.Errorf("table still there: %s", out)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if err := s.Add(Entry{Prefix: pfx("192.0.2.1")}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Add after Close: %v", err)
+	}
+}
+
+// hosts returns n non-adjacent /32 entries (adjacent ones would merge).
+func hosts(n int, exp time.Time) []Entry {
+	out := make([]Entry, n)
+	for i := range out {
+		x := uint32(10<<24) + uint32(i)*2
+		out[i] = Entry{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(x >> 24), byte(x >> 16), byte(x >> 8), byte(x)}), 32), Expires: exp}
+	}
+	return out
+}
+
+func TestLoad100k(t *testing.T) {
+	needPeers(t)
+	ns := newNS(t)
+	s := newSync(t, ns, Options{})
+	entries := hosts(100_000, time.Now().Add(time.Hour))
+	start := time.Now()
+	if err := s.Reconcile(entries); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	t.Logf("loaded 100000 /32 in %v", took)
+	if took > 20*time.Second {
+		t.Errorf("loading 100k elements took %v, want a few seconds", took)
+	}
+	if n := len(readSet(t, ns, Set4Name)); n != len(entries) {
+		t.Errorf("kernel has %d ranges, want %d", n, len(entries))
+	}
+	// A second Reconcile with the same list changes nothing and, trusting
+	// the mirror, is quick.
+	start = time.Now()
+	if err := s.Reconcile(entries); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("no-op reconcile of 100000 took %v", took)
+	} else {
+		t.Logf("no-op reconcile of 100000 in %v", took)
+	}
+}
+
+func benchLoad(b *testing.B, n int) {
+	needPeers(b)
+	ns := newNS(b)
+	s := newSync(b, ns, Options{})
+	entries := hosts(n, time.Now().Add(time.Hour))
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		if err := s.Uninstall(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if err := s.Reconcile(entries); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkLoad10k(b *testing.B)  { benchLoad(b, 10_000) }
+func BenchmarkLoad100k(b *testing.B) { benchLoad(b, 100_000) }
+
+func TestRun(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	needPeers(t)
+	ns := newNS(t)
+	s := newSync(t, ns, Options{ReadEvery: -1})
+	var mu sync.Mutex
+	list := []Entry{{Prefix: pfx("192.0.2.1")}}
+	want := func() []Entry { mu.Lock(); defer mu.Unlock(); return slices.Clone(list) }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx, want, 20*time.Millisecond); close(done) }()
+	waitFor := func(addr string, present bool) {
+		t.Helper()
+		for range 200 { // bounded: 200 × 20 ms
+			if _, ok := readSet(t, ns, Set4Name)[netip.MustParseAddr(addr)]; ok == present {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("%s present=%v never reached", addr, present)
+	}
+	waitFor("192.0.2.1", true)
+	mu.Lock()
+	list = []Entry{{Prefix: pfx("192.0.2.9")}}
+	mu.Unlock()
+	waitFor("192.0.2.1", false)
+	waitFor("192.0.2.9", true)
+	cancel()
+	<-done
+}
