@@ -20,6 +20,9 @@ if ((${#missing[@]})); then
 	$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# nft and ip live in /usr/sbin, which a minimal PATH (env -i, cron) lacks.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin:/sbin" ;; esac
+
 # Tests open many loopback connections.
 ulimit -n 65536 2>/dev/null || true
 

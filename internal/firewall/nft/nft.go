@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -145,11 +146,11 @@ func (e *CmdError) Unwrap() error { return e.Err }
 func (e *Exec) run(stdin string, args ...string) (string, error) {
 	bin := e.Path
 	if bin == "" {
-		bin = "nft"
+		bin = sbin("nft")
 	}
 	argv := append([]string{bin}, args...)
 	if e.NetNS != "" {
-		argv = append([]string{"ip", "netns", "exec", e.NetNS}, argv...)
+		argv = append([]string{sbin("ip"), "netns", "exec", e.NetNS}, argv...)
 	}
 	timeout := e.Timeout
 	if timeout <= 0 {
@@ -193,4 +194,19 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 	}
 	b.Buffer.Write(p)
 	return n, nil
+}
+
+// sbin returns the path of an administration tool: from PATH, else from
+// /usr/sbin or /sbin, which a minimal PATH (cron, env -i) lacks.
+func sbin(name string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		p := dir + "/" + name
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return name
 }
