@@ -36,7 +36,7 @@ func newDemo(stdout, stderr io.Writer) *cobra.Command {
 	cmd.Flags().StringVar(&o.Web, "web", "127.0.0.1:8080", "address of the web listener (HTTP and HTTPS)")
 	cmd.Flags().StringVar(&o.LDAP, "ldap", "127.0.0.1:8389", "address of the directory listener (LDAP and LDAPS)")
 	cmd.Flags().StringVar(&o.SIP, "sip", "127.0.0.1:5160", "address of the SIP listeners (UDP and TCP)")
-	cmd.Flags().StringVar(&o.TURN, "turn", "127.0.0.1:3478", "address of the STUN/TURN listeners (UDP and TCP)")
+	cmd.Flags().StringVar(&o.TURN, "turn", "127.0.0.1:13478", "address of the STUN/TURN listeners (UDP and TCP)")
 	cmd.Flags().StringVar(&o.Admin, "admin", "127.0.0.1:9190", "address of the admin API")
 	cmd.Flags().StringVar(&o.DataDir, "data-dir", "", "where the self-signed certificate, the state and the admin socket are kept (default: user cache dir)")
 	return cmd

@@ -28,7 +28,7 @@ type Options struct {
 	Web     string       // web listener address; default 127.0.0.1:8080
 	LDAP    string       // directory listener address; default 127.0.0.1:8389
 	SIP     string       // SIP listeners' address (UDP and TCP); default 127.0.0.1:5160
-	TURN    string       // TURN listeners' address (UDP and TCP); default 127.0.0.1:3478
+	TURN    string       // TURN listeners' address (UDP and TCP); default 127.0.0.1:13478 (off the standard port: a coturn installed on the same host holds 3478)
 	Admin   string       // admin API address; default 127.0.0.1:9190
 	DataDir string       // default: a pbxgate-demo folder in the user cache dir
 	Log     *slog.Logger // gateway and backend logs
@@ -81,7 +81,7 @@ func Run(ctx context.Context, o Options) error {
 		o.SIP = "127.0.0.1:5160"
 	}
 	if o.TURN == "" {
-		o.TURN = "127.0.0.1:3478"
+		o.TURN = "127.0.0.1:13478"
 	}
 	if o.Admin == "" {
 		o.Admin = "127.0.0.1:9190"
