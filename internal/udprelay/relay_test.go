@@ -145,7 +145,8 @@ func TestInspectRewritesAndReplies(t *testing.T) {
 	if p := recv(t, c); p.data != "refused: refuse first" || p.from != h.pub {
 		t.Fatalf("client got %q from %v", p.data, p.from)
 	}
-	if st := h.r.Stats(); st.FlowsOpened != 0 || st.DroppedInspect != 1 || st.Replies != 1 {
+	// The reply can reach the client before the relay has counted it.
+	if st := waitStats(h.r, func(st Stats) bool { return st.DroppedInspect == 1 && st.Replies == 1 }); st.FlowsOpened != 0 || st.DroppedInspect != 1 || st.Replies != 1 {
 		t.Fatalf("Stats = %+v: a refused first datagram opened a flow", st)
 	}
 	send(t, c, h.pub, "answer me")
@@ -168,7 +169,7 @@ func TestInspectRewritesAndReplies(t *testing.T) {
 	if p := recv(t, c); p.data != "fwd answer back" {
 		t.Fatalf("client got %q", p.data)
 	}
-	if st := h.r.Stats(); st.Replies != 4 || st.FromClient != 1 || st.ToClient != 1 || st.DroppedInspect != 2 {
+	if st := waitStats(h.r, func(st Stats) bool { return st.Replies == 4 && st.DroppedInspect == 2 }); st.Replies != 4 || st.FromClient != 1 || st.ToClient != 1 || st.DroppedInspect != 2 {
 		t.Errorf("Stats = %+v", st)
 	}
 }
@@ -493,5 +494,19 @@ func TestUpstreamLocals(t *testing.T) {
 	}
 	if seen[locals[0]] != 2 || seen[locals[1]] != 2 {
 		t.Errorf("upstream addresses used %v, want 2 flows on each of %v", seen, locals)
+	}
+}
+
+// waitStats returns the relay's counters once ok accepts them, or after
+// 5 s whatever they are: a datagram's effect can be seen by the test before
+// the relay's goroutine has counted it.
+func waitStats(r *Relay, ok func(Stats) bool) Stats {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := r.Stats()
+		if ok(st) || time.Now().After(deadline) {
+			return st
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
