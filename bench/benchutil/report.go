@@ -60,30 +60,8 @@ func (r results) mb(key string) string {
 	return fmtNum(v/1024, ok, "%.1f MiB")
 }
 
-// verdict is one target's outcome.
-type verdict struct {
-	Target string   `json:"target"`
-	Value  *float64 `json:"value"`
-	Pass   *bool    `json:"pass"`
-}
-
-func check(target string, v float64, ok bool, pass func(float64) bool) verdict {
-	if !ok {
-		return verdict{Target: target}
-	}
-	p := pass(v)
-	return verdict{Target: target, Value: &v, Pass: &p}
-}
-
-func (v verdict) String() string {
-	switch {
-	case v.Pass == nil:
-		return "n/a"
-	case *v.Pass:
-		return "PASS"
-	default:
-		return "FAIL"
-	}
+func check(target string, v float64, ok bool, pass func(float64) bool) kv.Verdict {
+	return kv.Check(target, v, ok, ok && pass(v))
 }
 
 var httpCases = []struct{ key, label string }{
@@ -140,7 +118,7 @@ func ratioOf(r results, a, b string) (float64, bool) {
 }
 
 // writeTable prints the human summary and returns the target verdicts.
-func writeTable(w io.Writer, r results) map[string]verdict {
+func writeTable(w io.Writer, r results) map[string]kv.Verdict {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	line := func(cells ...string) { fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t") }
 	flush := func() { tw.Flush(); fmt.Fprintln(w) }
@@ -164,7 +142,7 @@ func writeTable(w io.Writer, r results) map[string]verdict {
 	}
 	fmt.Fprintln(w)
 
-	v := map[string]verdict{}
+	v := map[string]kv.Verdict{}
 
 	fmt.Fprintf(w, "1. HTTP small response, keep-alive: wrk -t1 -c%s -d%s --latency (throughput), and wrk -t1 -c1 -d%s (latency)\n",
 		r["meta.wrk_conns"], r["meta.duration"], r["meta.lat_duration"])

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pbxgate/pbxgate/bench/internal/kv"
 )
 
 func TestReportVerdicts(t *testing.T) {
@@ -85,7 +87,7 @@ rss.pbxgate.rss_kb=1000
 				t.Fatal(err)
 			}
 			var out struct {
-				Targets map[string]verdict `json:"targets"`
+				Targets map[string]kv.Verdict `json:"targets"`
 			}
 			if err := json.Unmarshal(b, &out); err != nil {
 				t.Fatal(err)

@@ -53,32 +53,6 @@ func fmtNum(v float64, ok bool, format string) string {
 	return fmt.Sprintf(format, v)
 }
 
-// verdict is one target's outcome; Pass nil means it could not be judged.
-type verdict struct {
-	Target string   `json:"target"`
-	Value  *float64 `json:"value"`
-	Pass   *bool    `json:"pass"`
-	Note   string   `json:"note,omitempty"`
-}
-
-func check(target string, v float64, ok bool, pass bool) verdict {
-	if !ok {
-		return verdict{Target: target}
-	}
-	return verdict{Target: target, Value: &v, Pass: &pass}
-}
-
-func (v verdict) String() string {
-	switch {
-	case v.Pass == nil:
-		return "n/a"
-	case *v.Pass:
-		return "PASS"
-	default:
-		return "FAIL"
-	}
-}
-
 var rateCases = []struct{ key, label string }{
 	{"direct", "direct (sipp UAC -> UAS)"},
 	{"kamailio", "Kamailio, stateless forward"},
@@ -158,7 +132,7 @@ func report(stdout io.Writer, rawPath, txtPath, jsonPath string) (bool, error) {
 		}
 	}
 	sort.Strings(names)
-	ordered := make(map[string]verdict, len(verdicts))
+	ordered := make(map[string]kv.Verdict, len(verdicts))
 	for _, k := range names {
 		ordered[k] = verdicts[k]
 	}
@@ -177,7 +151,7 @@ func report(stdout io.Writer, rawPath, txtPath, jsonPath string) (bool, error) {
 	return all, nil
 }
 
-func writeTable(w io.Writer, r results) map[string]verdict {
+func writeTable(w io.Writer, r results) map[string]kv.Verdict {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	line := func(cols ...string) { fmt.Fprintln(tw, strings.Join(cols, "\t")+"\t") }
 	flush := func() { tw.Flush() }
@@ -196,7 +170,7 @@ func writeTable(w io.Writer, r results) map[string]verdict {
 	}
 	fmt.Fprintln(w)
 
-	v := map[string]verdict{}
+	v := map[string]kv.Verdict{}
 	rateTable := func(n int, s, what string) {
 		fmt.Fprintf(w, "%d. %s over UDP: sipp -r steps of %s s each (doubling from %s/s, then %s bisections, best of %s tries);\n",
 			n, what, r["meta.step_secs"], r["meta.start_rate"], r["meta.bisect"], r["meta.tries"])
@@ -260,7 +234,7 @@ func writeTable(w io.Writer, r results) map[string]verdict {
 	rateTable(1, "call", "Calls (INVITE/180/200/ACK/BYE/200, hung up at once)")
 	pk, okk := r.ratio("call.pbxgate.rate", "call.kamailio.rate")
 	pd, okd := r.ratio("call.pbxgate.rate", "call.direct.rate")
-	v["call_vs_kamailio"] = check("pbxgate sustainable call rate >= 0.80 x Kamailio's, 0 failed calls", pk, okk, pk >= 0.8)
+	v["call_vs_kamailio"] = kv.Check("pbxgate sustainable call rate >= 0.80 x Kamailio's, 0 failed calls", pk, okk, pk >= 0.8)
 	fmt.Fprintf(w, "call rate pbxgate/Kamailio %s [%s] (target >= 0.80), pbxgate/direct %s\n",
 		fmtNum(pk, okk, "%.2f"), v["call_vs_kamailio"], fmtNum(pd, okd, "%.2f"))
 	harness("call")
@@ -305,7 +279,7 @@ func writeTable(w io.Writer, r results) map[string]verdict {
 		failed, _ := r.num(p + "failed")
 		mb := kb * 1024 / 1e6
 		key := m.kind + "_rss"
-		v[key] = check(fmt.Sprintf("pbxgate VmRSS with %s %s <= %.0f MB", kv.Group(int64(m.want)), m.label, m.maxMB), mb, ok, mb <= m.maxMB && failed == 0)
+		v[key] = kv.Check(fmt.Sprintf("pbxgate VmRSS with %s %s <= %.0f MB", kv.Group(int64(m.want)), m.label, m.maxMB), mb, ok, mb <= m.maxMB && failed == 0)
 		how := ""
 		if extra {
 			why := "BENCH_SIP_FLOWS / BENCH_SIP_TLS_CONNS"

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/pbxgate/pbxgate/bench/internal/kv"
 )
 
 const rawAll = `meta.date=2026-11-22T00:00:00Z
@@ -58,10 +60,10 @@ func writeRaw(t *testing.T, raw string) (rawPath, txtPath, jsonPath string) {
 }
 
 type summary struct {
-	Pass     bool               `json:"pass"`
-	Derived  map[string]float64 `json:"derived"`
-	Verdicts map[string]verdict `json:"verdicts"`
-	Results  map[string]any     `json:"results"`
+	Pass     bool                  `json:"pass"`
+	Derived  map[string]float64    `json:"derived"`
+	Verdicts map[string]kv.Verdict `json:"verdicts"`
+	Results  map[string]any        `json:"results"`
 }
 
 func runReport(t *testing.T, raw string) (bool, string, summary) {

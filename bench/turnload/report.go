@@ -147,31 +147,8 @@ func (r results) perRun(step, c, key string) []float64 {
 	return out
 }
 
-// verdict is one target's outcome; Pass nil means it could not be judged.
-type verdict struct {
-	Target string   `json:"target"`
-	Value  *float64 `json:"value"`
-	Pass   *bool    `json:"pass"`
-	Note   string   `json:"note,omitempty"`
-}
-
-func check(target string, v float64, ok, pass bool) verdict {
-	if !ok {
-		return verdict{Target: target}
-	}
-	v = math.Round(v*1000) / 1000
-	return verdict{Target: target, Value: &v, Pass: &pass}
-}
-
-func (v verdict) String() string {
-	switch {
-	case v.Pass == nil:
-		return "n/a"
-	case *v.Pass:
-		return "PASS"
-	default:
-		return "FAIL"
-	}
+func check(target string, v float64, ok, pass bool) kv.Verdict {
+	return kv.Check(target, math.Round(v*1000)/1000, ok, pass)
 }
 
 // report reads the raw results, writes the table to stdout and txtPath and
@@ -212,7 +189,7 @@ func report(stdout io.Writer, rawPath, txtPath, jsonPath string) (bool, error) {
 	return all, nil
 }
 
-func writeTable(w io.Writer, r results) (map[string]verdict, map[string]float64) {
+func writeTable(w io.Writer, r results) (map[string]kv.Verdict, map[string]float64) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	line := func(cols ...string) { fmt.Fprintln(tw, strings.Join(cols, "\t")+"\t") }
 	m := r.Results
@@ -232,7 +209,7 @@ func writeTable(w io.Writer, r results) (map[string]verdict, map[string]float64)
 	}
 	fmt.Fprintln(w)
 
-	v := map[string]verdict{}
+	v := map[string]kv.Verdict{}
 	d := map[string]float64{}
 	ratioLine := func(key, what string, a, b float64, ok bool, extra string) {
 		v[key] = check("pbxgate "+what+" >= coturn's, same run", a/b, ok && b > 0, ok && b > 0 && a >= b)

@@ -106,3 +106,33 @@ func Group(n int64) string {
 	}
 	return b.String()
 }
+
+// Verdict is one benchmark target's outcome in a report; Pass nil means it
+// could not be judged (a number was missing).
+type Verdict struct {
+	Target string   `json:"target"`
+	Value  *float64 `json:"value"`
+	Pass   *bool    `json:"pass"`
+	Note   string   `json:"note,omitempty"`
+}
+
+// Check is the verdict on target: v measured (ok false: not measured) and
+// whether it passes.
+func Check(target string, v float64, ok, pass bool) Verdict {
+	if !ok {
+		return Verdict{Target: target}
+	}
+	return Verdict{Target: target, Value: &v, Pass: &pass}
+}
+
+// String is PASS, FAIL or n/a.
+func (v Verdict) String() string {
+	switch {
+	case v.Pass == nil:
+		return "n/a"
+	case *v.Pass:
+		return "PASS"
+	default:
+		return "FAIL"
+	}
+}
