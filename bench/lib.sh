@@ -91,3 +91,18 @@ wait_idle() {
 		waited=$((waited + 5))
 	done
 }
+
+# need_tools TOOL:PACKAGE...: install (apt-get, as root) the Debian
+# packages of the tools missing from PATH or from /usr/sbin and /sbin.
+need_tools() {
+	local pair need=()
+	for pair in "$@"; do
+		command -v "${pair%%:*}" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "${pair%%:*}" >/dev/null 2>&1 ||
+			need+=("${pair#*:}")
+	done
+	((${#need[@]})) || return 0
+	[[ $(id -u) == 0 ]] || die "missing ${need[*]}: run as root or apt-get install -y ${need[*]}"
+	log "installing ${need[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+}

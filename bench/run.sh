@@ -66,7 +66,7 @@ PIDS=()
 WORK=""
 LAST_PID=""
 # shellcheck source=lib.sh
-. "$BENCH_DIR/lib.sh" # cleanup, stop_wait, start, stop, render, cpu_idle
+. "$BENCH_DIR/lib.sh" # cleanup, stop_wait, start, stop, render, cpu_idle, wait_idle, need_tools
 
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -86,16 +86,7 @@ wait_port() {
 }
 
 # --------------------------------------------------------------- prerequisites
-need=()
-for pair in wrk:wrk haproxy:haproxy curl:curl taskset:util-linux chrt:util-linux; do
-	command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
-done
-if ((${#need[@]})); then
-	[[ $(id -u) == 0 ]] || die "missing ${need[*]}: run as root or apt-get install -y ${need[*]}"
-	log "installing ${need[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+need_tools wrk:wrk haproxy:haproxy curl:curl taskset:util-linux chrt:util-linux
 command -v go >/dev/null || die "needs Go (https://go.dev/dl/) on PATH"
 
 # Each proxied connection needs two descriptors; HAProxy wants 2 x maxconn.
