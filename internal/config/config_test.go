@@ -135,6 +135,8 @@ services:
 		TURN: TURN{RelayPorts: PortRange{Min: 49152, Max: 65535},
 			Quotas:      TURNQuotas{PerUser: &perUser, PerSource: &perSource, Total: &total, MaxLifetime: Duration(12 * time.Hour), MaxKbps: &kbps},
 			IdleTimeout: Duration(10 * time.Minute)},
+		Firewall: Firewall{OpenListeners: &yes, StateDir: "/var/lib/pbxgate/firewall", TestDuration: Duration(10 * time.Minute),
+			KernelBlacklist: KernelBlacklist{Resync: Duration(time.Minute)}},
 		File: "d.yaml",
 	}
 	if d := cmp.Diff(want, c, sameConfig); d != "" {

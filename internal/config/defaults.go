@@ -92,6 +92,10 @@ const (
 	DefaultTURNMaxKbps     = 10000
 	DefaultTURNIdle        = Duration(10 * time.Minute)
 
+	DefaultFirewallStateDir     = "firewall" // inside DataDir
+	DefaultFirewallTestDuration = Duration(10 * time.Minute)
+	DefaultKernelBLResync       = Duration(time.Minute)
+
 	DefaultAdminAddress = "127.0.0.1:9190"
 	DefaultAdminSocket  = "admin.sock" // inside DataDir
 	DefaultStoreBackend = StoreBolt
@@ -273,6 +277,7 @@ func (c *Config) ApplyDefaults() {
 
 	c.SIP.applyDefaults()
 	c.TURN.applyDefaults()
+	c.Firewall.applyDefaults(c.DataDir)
 
 	setStr(&c.Admin.Address, DefaultAdminAddress)
 	setStr(&c.Admin.Socket, filepath.Join(c.DataDir, DefaultAdminSocket))
@@ -294,6 +299,28 @@ func (t *TURN) applyDefaults() {
 	setDur(&t.Quotas.MaxLifetime, DefaultTURNMaxLifetime)
 	setIntPtr(&t.Quotas.MaxKbps, DefaultTURNMaxKbps)
 	setDur(&t.IdleTimeout, DefaultTURNIdle)
+}
+
+func (f *Firewall) applyDefaults(dataDir string) {
+	f.Roles = nilIfEmpty(f.Roles)
+	if f.OpenListeners == nil {
+		v := true
+		f.OpenListeners = &v
+	}
+	f.TrustedNetworks = nilIfEmpty(f.TrustedNetworks)
+	f.AdminFrom = nilIfEmpty(f.AdminFrom)
+	f.Ports = nilIfEmpty(f.Ports)
+	for i := range f.Ports {
+		f.Ports[i].From = nilIfEmpty(f.Ports[i].From)
+	}
+	f.SIPFloodLimit.Ports = nilIfEmpty(f.SIPFloodLimit.Ports)
+	if f.SIPFloodLimit.Rate > 0 {
+		setInt(&f.SIPFloodLimit.Burst, f.SIPFloodLimit.Rate)
+	}
+	f.GeoIP.Rules = nilIfEmpty(f.GeoIP.Rules)
+	setStr(&f.StateDir, filepath.Join(dataDir, DefaultFirewallStateDir))
+	setDur(&f.TestDuration, DefaultFirewallTestDuration)
+	setDur(&f.KernelBlacklist.Resync, DefaultKernelBLResync)
 }
 
 func (s *SIP) applyDefaults() {

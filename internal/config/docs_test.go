@@ -239,6 +239,9 @@ sip:
           users: [{name: "101"}]
 turn:
   users: [{name: u, key: 00112233445566778899aabbccddeeff}]
+firewall:
+  ports: [{proto: tcp, port: "22"}]
+  geoip: {database: /x.mmdb, rules: [{ports: ["22"], deny: [KP]}]}
 `), "defaults.yaml")
 	if err != nil {
 		t.Fatal(err)

@@ -34,6 +34,8 @@ type Config struct {
 	SIP SIP `yaml:"sip"`
 	// TURN is the STUN/TURN server: relay addresses, credentials, quotas.
 	TURN TURN `yaml:"turn"`
+	// Firewall is the host firewall and the kernel blacklist.
+	Firewall Firewall `yaml:"firewall"`
 
 	// File is the path the configuration was read from ("" when parsed from
 	// bytes). Not part of the YAML.

@@ -77,6 +77,7 @@ func (c *Config) validate() []*Problem {
 	k.admin()
 	k.sip(services)
 	k.turn()
+	k.firewall()
 	return k.probs
 }
 

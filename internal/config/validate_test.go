@@ -276,7 +276,7 @@ func TestValidationProblems(t *testing.T) {
 
 		// document level
 		{name: "unknown top-level key", edits: []edit{{"ldap:\n", "listener: []\nldap:\n"}}, path: "listener", at: "listener: []", msg: `did you mean "listeners"?`},
-		{name: "unknown key without suggestion", edits: []edit{{"ldap:\n", "frobnicate: 1\nldap:\n"}}, path: "frobnicate", at: "frobnicate", msg: "known keys here: admin, data_dir, fraud, ldap, limits"},
+		{name: "unknown key without suggestion", edits: []edit{{"ldap:\n", "frobnicate: 1\nldap:\n"}}, path: "frobnicate", at: "frobnicate", msg: "known keys here: admin, data_dir, firewall, fraud, ldap"},
 		{name: "duplicate key", edits: []edit{{"  format: text\n", "  format: text\n  format: json\n"}}, path: "log.format", at: "format: json", msg: `mapping key "format" already defined`},
 		{name: "syntax error", yaml: "log:\n  format: [text\nx: 1\n", path: "", line: 3, msg: "mapping values are not allowed"},
 		{name: "two documents", yaml: baseYAML + "---\nlisteners: []\n", path: "", at: "---", msg: "more than one YAML document"},

@@ -164,7 +164,11 @@ func plan(s Spec) policy {
 		info, _ := roleInfo(name)
 		if name == RoleAdmin {
 			if len(s.AdminFrom) > 0 {
-				from = append(from, fromRule{proto: "tcp", ports: Port(AdminPort), from: s.AdminFrom, comment: "role admin"})
+				port := s.AdminPort
+				if port == 0 {
+					port = AdminPort
+				}
+				from = append(from, fromRule{proto: "tcp", ports: Port(port), from: s.AdminFrom, comment: "role admin"})
 			}
 			continue
 		}

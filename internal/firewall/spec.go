@@ -27,6 +27,8 @@ type Spec struct {
 	// AdminFrom are the sources the admin role opens AdminPort to. Empty:
 	// role admin opens nothing. Setting it without role admin is an error.
 	AdminFrom []netip.Prefix
+	// AdminPort is the admin API's port; 0 means AdminPort (9190).
+	AdminPort uint16
 	// SIPFloodLimit, when not nil, rate-limits SIP per source in the kernel.
 	SIPFloodLimit *FloodLimit
 }
