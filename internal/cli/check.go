@@ -37,6 +37,6 @@ func newCheck(stdout io.Writer) *cobra.Command {
 			return &exitError{code: 1, err: fmt.Errorf("")}
 		},
 	}
-	cmd.Flags().StringVarP(&file, "config", "c", "/etc/pbxgate/pbxgate.yaml", "configuration file")
+	cmd.Flags().StringVarP(&file, "config", "c", defaultConfigFile, "configuration file")
 	return cmd
 }

@@ -58,7 +58,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(append([]*cobra.Command{newServe(stderr), newCheck(stdout), newDemo(stdout, stderr), newVersion(stdout), newBackup(stdout, stderr), newRestore(stderr), newTURN(stdout)}, adminCommands(stdout, stderr)...)...)
+	root.AddCommand(append([]*cobra.Command{newServe(stderr), newCheck(stdout), newDemo(stdout, stderr), newVersion(stdout), newBackup(stdout, stderr), newRestore(stderr), newTURN(stdout), newFirewall(stdout, stderr)}, adminCommands(stdout, stderr)...)...)
 	return root
 }
 

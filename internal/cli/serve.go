@@ -27,7 +27,7 @@ func newServe(stderr io.Writer) *cobra.Command {
 			return serve(cmd.Context(), file, stderr)
 		},
 	}
-	cmd.Flags().StringVarP(&file, "config", "c", "/etc/pbxgate/pbxgate.yaml", "configuration file")
+	cmd.Flags().StringVarP(&file, "config", "c", defaultConfigFile, "configuration file")
 	return cmd
 }
 

@@ -86,7 +86,7 @@ func newTURNCredentials(stdout io.Writer) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&file, "config", "c", "/etc/pbxgate/pbxgate.yaml", "configuration file")
+	cmd.Flags().StringVarP(&file, "config", "c", defaultConfigFile, "configuration file")
 	cmd.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the credential is valid (1m to 168h)")
 	cmd.Flags().BoolVar(&asJS, "json", false, "print JSON (username, password, ttl, realm)")
 	return cmd
@@ -131,7 +131,7 @@ func newTURNKey(stdout io.Writer) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&file, "config", "c", "/etc/pbxgate/pbxgate.yaml", "configuration file (for turn.realm)")
+	cmd.Flags().StringVarP(&file, "config", "c", defaultConfigFile, "configuration file (for turn.realm)")
 	cmd.Flags().StringVar(&realm, "realm", "", "the realm (default: turn.realm of the configuration file)")
 	return cmd
 }

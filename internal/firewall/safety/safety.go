@@ -454,6 +454,48 @@ func (m *Manager) rollback(ifGen uint64, reason string) error {
 	return nil
 }
 
+// Uninstall removes our policy table (loading Options.RemoveScript), ends
+// a pending test apply and cancels its timer, and sets last-good.nft aside
+// as last-good.nft.uninstalled, so that neither a rollback nor Boot loads a
+// policy again until the next apply. The history is kept. Uninstalling
+// twice is harmless.
+func (m *Manager) Uninstall() error {
+	unlock, err := m.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, p, err := m.recoverLocked()
+	if err != nil {
+		if !errors.Is(err, ErrCorruptState) {
+			return err
+		}
+		m.log.Warn("corrupt state; uninstalling regardless", "err", err)
+		if qerr := m.quarantinePendingLocked(); qerr != nil {
+			return errors.Join(err, qerr)
+		}
+		st, p = persisted{}, nil
+	}
+	if err := m.loader.Apply(m.remove); err != nil {
+		return fmt.Errorf("%w: removing our table: %w", ErrApply, err)
+	}
+	if err := os.Rename(m.path(fileLastGood), m.path(fileLastGood+".uninstalled")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("set aside %s: %w", fileLastGood, err)
+	}
+	if p != nil {
+		st.Last = Outcome{Generation: p.Generation, Result: ResultRolledBack, Reason: "uninstall", At: m.now()}
+		if err := m.timer.Cancel(p.Timer); err != nil {
+			m.log.Warn("cancel revert timer", "generation", p.Generation, "err", err)
+		}
+	}
+	st.ConfirmedGeneration, st.ConfirmedSHA256, st.ConfirmedAt = 0, "", time.Time{}
+	if err := errors.Join(m.writeState(st), m.removeFile(filePending), m.removeFile(fileCandidate), syncDir(m.dir)); err != nil {
+		return err
+	}
+	m.log.Warn("host firewall policy uninstalled")
+	return nil
+}
+
 // quarantinePendingLocked renames an unreadable pending.json to
 // pending.json.corrupt, so that it no longer blocks the state machine.
 func (m *Manager) quarantinePendingLocked() error {
@@ -609,6 +651,32 @@ func (m *Manager) Status() (Status, error) {
 		Last:            st.Last,
 		TimerKind:       m.timer.Kind(),
 	}, nil
+}
+
+// Loaded returns the script pbxgate last loaded and its generation: the
+// pending candidate while a test apply awaits confirmation, else
+// last-good. With neither it returns "" and 0.
+func (m *Manager) Loaded() (script string, gen uint64, err error) {
+	unlock, err := m.lock()
+	if err != nil {
+		return "", 0, err
+	}
+	defer unlock()
+	st, p, err := m.recoverLocked()
+	if err != nil {
+		return "", 0, err
+	}
+	if p != nil && p.Applied {
+		s, ok, err := m.readScript(fileCandidate)
+		if err != nil || ok {
+			return s, p.Generation, err
+		}
+	}
+	s, ok, err := m.readScript(fileLastGood)
+	if err != nil || !ok {
+		return "", 0, err
+	}
+	return s, st.ConfirmedGeneration, nil
 }
 
 // recoverLocked reads state.json and pending.json and completes a confirm

@@ -304,6 +304,56 @@ func TestRollbackGenerations(t *testing.T) {
 	}
 }
 
+func TestLoaded(t *testing.T) {
+	r := newRig(t)
+	if s, g, err := r.m.Loaded(); err != nil || s != "" || g != 0 {
+		t.Fatalf("Loaded = %q, %d, %v before any apply", s, g, err)
+	}
+	a := mustApplyNow(t, r.m, scriptA)
+	if s, g, err := r.m.Loaded(); err != nil || s != scriptA || g != a {
+		t.Fatalf("Loaded = %q, %d, %v; want A, %d", s, g, err, a)
+	}
+	b := mustApplyTest(t, r.m, scriptB)
+	if s, g, err := r.m.Loaded(); err != nil || s != scriptB || g != b {
+		t.Fatalf("Loaded = %q, %d, %v; want B, %d", s, g, err, b)
+	}
+}
+
+func TestUninstall(t *testing.T) {
+	r := newRig(t)
+	mustApplyNow(t, r.m, scriptA)
+	gen := mustApplyTest(t, r.m, scriptB)
+	for range 2 { // idempotent
+		if err := r.m.Uninstall(); err != nil {
+			t.Fatal(err)
+		}
+		if r.kernel() != DefaultRemoveScript {
+			t.Fatalf("kernel %q, want the remove script", r.kernel())
+		}
+	}
+	if !r.timer.wasCancelled(fmt.Sprint("u", gen)) {
+		t.Error("pending timer not cancelled")
+	}
+	st := r.status(t)
+	if st.Pending != nil || st.HasLastGood || st.Confirmed != 0 || st.Last.Reason != "uninstall" {
+		t.Fatalf("status %+v", st)
+	}
+	if r.read(t, "last-good.nft.uninstalled") != scriptA {
+		t.Error("last-good not set aside")
+	}
+	// Neither boot nor a rollback loads a policy after an uninstall.
+	if err := r.m.Boot(); err != nil || r.kernel() != DefaultRemoveScript {
+		t.Fatalf("Boot = %v, kernel %q", err, r.kernel())
+	}
+	if err := r.m.Rollback(0); err != nil || r.kernel() != DefaultRemoveScript {
+		t.Fatalf("Rollback = %v, kernel %q", err, r.kernel())
+	}
+	// The next apply starts a new generation.
+	if g := mustApplyNow(t, r.m, scriptA); g <= gen {
+		t.Errorf("generation %d after %d", g, gen)
+	}
+}
+
 func TestRollbackWithoutLastGoodRemovesOurTable(t *testing.T) {
 	r := newRig(t)
 	gen := mustApplyTest(t, r.m, scriptB)

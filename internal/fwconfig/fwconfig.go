@@ -1,0 +1,130 @@
+// Package fwconfig turns pbxgate's configuration into the host firewall's
+// Spec: the firewall section's roles, trusted networks, custom ports, SIP
+// flood limit and GeoIP rules, plus the ports of pbxgate's own listeners,
+// the admin API's port and the TURN relay range.
+//
+// It reads the GeoIP database when the configuration has GeoIP rules, and
+// nothing else; it does not render, check or load rulesets (package
+// firewall and its safety net do).
+package fwconfig
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+
+	"github.com/pbxgate/pbxgate/internal/config"
+	"github.com/pbxgate/pbxgate/internal/firewall"
+)
+
+// Spec returns the firewall Spec for cfg, which must be valid (config.Load
+// validates), and warnings an operator should read before applying it.
+func Spec(cfg *config.Config) (firewall.Spec, []string, error) {
+	f := &cfg.Firewall
+	spec := firewall.Spec{
+		Roles:     slices.Clone(f.Roles),
+		Trusted:   config.Networks(f.TrustedNetworks),
+		AdminFrom: config.Networks(f.AdminFrom),
+	}
+	var warnings []string
+	if slices.Contains(f.Roles, firewall.RoleAdmin) {
+		port, err := addressPort(cfg.Admin.Address)
+		if err != nil {
+			return firewall.Spec{}, nil, fmt.Errorf("admin.address: %w", err)
+		}
+		spec.AdminPort = port
+	}
+	for i, p := range f.Ports {
+		r, err := firewall.ParsePortRange(p.Port)
+		if err != nil {
+			return firewall.Spec{}, nil, fmt.Errorf("firewall.ports[%d].port: %w", i, err)
+		}
+		spec.Ports = append(spec.Ports, firewall.PortRule{Proto: p.Proto, Ports: r, From: config.Networks(p.From), Comment: p.Comment})
+	}
+	if *f.OpenListeners {
+		for _, l := range cfg.Listeners {
+			host, port, err := hostPort(l.Address)
+			if err != nil {
+				warnings = append(warnings, fmt.Sprintf("listener %s: %v: its port is not opened", l.Name, err))
+				continue
+			}
+			if a, err := netip.ParseAddr(host); err == nil && a.IsLoopback() {
+				continue // loopback is always accepted
+			}
+			spec.Listeners = append(spec.Listeners, firewall.Listener{Name: l.Name, Proto: l.Transport, Port: port})
+		}
+	}
+	if cfg.ServesTURN() && (*f.OpenListeners || slices.Contains(f.Roles, firewall.RoleTURN)) {
+		spec.TURNRelay = &firewall.PortRange{Min: uint16(cfg.TURN.RelayPorts.Min), Max: uint16(cfg.TURN.RelayPorts.Max)}
+	}
+	if fl := f.SIPFloodLimit; fl.Rate > 0 {
+		limit := &firewall.FloodLimit{Rate: uint32(fl.Rate), Burst: uint32(fl.Burst)}
+		for _, p := range fl.Ports {
+			limit.Ports = append(limit.Ports, uint16(p))
+		}
+		if len(limit.Ports) == 0 {
+			limit.Ports = sipPorts(cfg)
+		}
+		spec.SIPFloodLimit = limit
+	}
+	if !opensSSH(spec) {
+		if len(spec.Trusted) == 0 {
+			warnings = append(warnings, "nothing opens ssh (port 22/tcp) and there are no trusted_networks: after apply, this host is reachable over SSH from nowhere; add role ssh or a trusted network")
+		} else {
+			warnings = append(warnings, "nothing opens ssh (port 22/tcp): SSH reaches this host only from trusted_networks")
+		}
+	}
+	return spec, warnings, nil
+}
+
+// sipPorts returns the ports of the listeners carrying sip, sorted, without
+// duplicates; nil if there are none.
+func sipPorts(cfg *config.Config) []uint16 {
+	var out []uint16
+	for _, l := range cfg.Listeners {
+		if !slices.Contains(l.Protocols, config.ProtoSIP) {
+			continue
+		}
+		if _, port, err := hostPort(l.Address); err == nil && !slices.Contains(out, port) {
+			out = append(out, port)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func opensSSH(s firewall.Spec) bool {
+	if slices.Contains(s.Roles, firewall.RoleSSH) {
+		return true
+	}
+	for _, l := range s.Listeners {
+		if l.Proto == "tcp" && l.Port == 22 {
+			return true
+		}
+	}
+	for _, p := range s.Ports {
+		if p.Proto == "tcp" && p.Ports.Min <= 22 && 22 <= p.Ports.Max && len(p.From) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func hostPort(addr string) (string, uint16, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return "", 0, fmt.Errorf("%q has no port", addr)
+	}
+	return host, uint16(n), nil
+}
+
+func addressPort(addr string) (uint16, error) {
+	_, p, err := hostPort(addr)
+	return p, err
+}
