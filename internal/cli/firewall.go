@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -196,14 +197,48 @@ func fwErr(err error) error {
 	return &exitError{code: 1, err: err}
 }
 
+// collapseElements replaces each multi-line element block of more than
+// collapseAbove elements (GeoIP sets) by one comment line with its count
+// and checksum, so that plan stays readable and its diff shows that a set
+// changed rather than thousands of lines.
+func collapseElements(script string) string {
+	const collapseAbove = 20
+	lines := strings.Split(script, "\n")
+	var out []string
+	for i := 0; i < len(lines); i++ {
+		head := lines[i]
+		if !strings.HasPrefix(head, "add element ") || !strings.HasSuffix(head, " {") {
+			out = append(out, head)
+			continue
+		}
+		end := i + 1
+		for end < len(lines) && lines[end] != "}" {
+			end++
+		}
+		if end == len(lines) || end-i-1 <= collapseAbove {
+			out = append(out, head)
+			continue
+		}
+		sum := sha256.Sum256([]byte(strings.Join(lines[i+1:end], "\n")))
+		out = append(out, fmt.Sprintf("# %s ... }: %d elements, sha256 %x (plan --full shows them)",
+			strings.TrimSuffix(head, " {"), end-i-1, sum[:6]))
+		i = end
+	}
+	return strings.Join(out, "\n")
+}
+
 func fwPlan(stdout, stderr io.Writer) *cobra.Command {
-	var f fwFlags
+	var (
+		f    fwFlags
+		full bool
+	)
 	cmd := &cobra.Command{
 		Use:   "plan [-c FILE]",
 		Short: "Print the ruleset the configuration gives and how it differs from the loaded one",
 		Long: "Print the nftables script for table inet pbxgate built from the configuration,\n" +
 			"then the difference from the ruleset pbxgate loaded last (the pending one during a\n" +
-			"test apply, else the confirmed one). Changes nothing.\n" +
+			"test apply, else the confirmed one). Large element lists (GeoIP sets) are\n" +
+			"shown as a count and checksum unless --full. Changes nothing.\n" +
 			"Exit status: 0 printed, 2 configuration error.",
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
@@ -213,7 +248,11 @@ func fwPlan(stdout, stderr io.Writer) *cobra.Command {
 			}
 			run := f.runner()
 			b.warn(stderr, run)
-			fmt.Fprint(stdout, b.script)
+			show := func(s string) string { return s }
+			if !full {
+				show = collapseElements
+			}
+			fmt.Fprint(stdout, show(b.script))
 			fmt.Fprintln(stdout)
 			old, gen, err := f.loaded(b.cfg)
 			switch {
@@ -225,12 +264,13 @@ func fwPlan(stdout, stderr io.Writer) *cobra.Command {
 				fmt.Fprintf(stdout, "# No change from generation %d.\n", gen)
 			default:
 				fmt.Fprintf(stdout, "# Changes from generation %d:\n", gen)
-				fmt.Fprint(stdout, firewall.Diff(old, b.script))
+				fmt.Fprint(stdout, firewall.Diff(show(old), show(b.script)))
 			}
 			return nil
 		},
 	}
 	f.register(cmd, true)
+	cmd.Flags().BoolVar(&full, "full", false, "print every set element")
 	return cmd
 }
 

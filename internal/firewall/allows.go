@@ -8,15 +8,27 @@ import (
 // Allows reports whether the policy rendered from s accepts a new
 // connection (tcp) or a first packet (udp) from src to the local port: what
 // `pbxgate firewall apply` asks about the current SSH client before it
-// loads a ruleset. Established traffic, ICMP and loopback are not modelled
-// (loopback sources are always accepted), nor is the SIP flood limit, which
-// only drops a source above its rate. s must be valid.
+// loads a ruleset. GeoIP rules are modelled (a source they drop is not
+// allowed); established traffic, ICMP and loopback are not (loopback
+// sources are always accepted), nor is the SIP flood limit, which only
+// drops a source above its rate. s must be valid.
 func (s *Spec) Allows(proto string, port uint16, src netip.Addr) bool {
 	src = src.Unmap()
 	if src.IsLoopback() || inAny(s.Trusted, src) {
 		return true
 	}
 	covers := func(r PortRange) bool { return r.Min <= port && port <= r.Max }
+	for _, g := range s.Geo {
+		if (g.Proto == "" || g.Proto == proto) && slices.ContainsFunc(g.Ports, covers) {
+			located := inAny(g.V6, src)
+			if src.Is4() {
+				located = inAny(g.V4, src)
+			}
+			if located != g.Allow {
+				return false
+			}
+		}
+	}
 	for _, name := range s.Roles {
 		if name == RoleAdmin {
 			ap := s.AdminPort

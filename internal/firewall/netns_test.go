@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -163,24 +164,147 @@ func TestApplyListUninstallInNamespace(t *testing.T) {
 	}
 }
 
+// lab is a server namespace and a client namespace joined by a veth pair:
+// the server has .1 (10.98.N.1, fd98::N:1), the client the other hosts
+// asked for.
+type lab struct {
+	srv, cli string
+	n        int
+}
+
+func newLab(t *testing.T, clientHosts ...int) *lab {
+	t.Helper()
+	l := &lab{srv: newNS(t), cli: newNS(t), n: int(nsCounter.Add(1)) % 250}
+	vs, vc := fmt.Sprintf("pbxs%d-%d", os.Getpid()%100000, l.n), fmt.Sprintf("pbxc%d-%d", os.Getpid()%100000, l.n)
+	sh(t, "ip", "link", "add", vs, "netns", l.srv, "type", "veth", "peer", "name", vc, "netns", l.cli)
+	sh(t, "ip", "-n", l.srv, "addr", "add", l.v4(1)+"/24", "dev", vs)
+	sh(t, "ip", "-n", l.srv, "addr", "add", l.v6(1)+"/64", "dev", vs, "nodad")
+	for _, h := range clientHosts {
+		sh(t, "ip", "-n", l.cli, "addr", "add", l.v4(h)+"/24", "dev", vc)
+		sh(t, "ip", "-n", l.cli, "addr", "add", l.v6(h)+"/64", "dev", vc, "nodad")
+	}
+	sh(t, "ip", "-n", l.srv, "link", "set", vs, "up")
+	sh(t, "ip", "-n", l.cli, "link", "set", vc, "up")
+	return l
+}
+
+func (l *lab) v4(host int) string { return fmt.Sprintf("10.98.%d.%d", l.n, host) }
+func (l *lab) v6(host int) string { return fmt.Sprintf("fd98::%x:%d", l.n, host) }
+
+// serve starts, inside namespace ns, TCP listeners that accept and close
+// and UDP echo servers on every address, stopped when the test ends.
+func serve(t *testing.T, ns string, tcpPorts, udpPorts []int) {
+	t.Helper()
+	serveOn(t, ns, []string{"::"}, tcpPorts, udpPorts)
+}
+
+// serveOn is serve bound to each of addrs. A UDP echo bound to "::" answers
+// from the address the route picks, which is not always the one asked when
+// the namespace has several.
+func serveOn(t *testing.T, ns string, addrs []string, tcpPorts, udpPorts []int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var closers []func() error
+	t.Cleanup(func() {
+		for _, c := range closers {
+			_ = c()
+		}
+		wg.Wait()
+	})
+	if err := inNS(ns, func() error {
+		for _, a := range addrs {
+			if err := listenOn(a, tcpPorts, udpPorts, &wg, &closers); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// listenOn starts the listeners on addr; the caller closes them and waits
+// for wg.
+func listenOn(addr string, tcpPorts, udpPorts []int, wg *sync.WaitGroup, closers *[]func() error) error {
+	for _, p := range tcpPorts {
+		ln, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(p)))
+		if err != nil {
+			return err
+		}
+		*closers = append(*closers, ln.Close)
+		wg.Go(func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_ = c.Close()
+			}
+		})
+	}
+	for _, p := range udpPorts {
+		pc, err := net.ListenPacket("udp", net.JoinHostPort(addr, strconv.Itoa(p)))
+		if err != nil {
+			return err
+		}
+		*closers = append(*closers, pc.Close)
+		wg.Go(func() {
+			buf := make([]byte, 1500)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				_, _ = pc.WriteTo(buf[:n], from)
+			}
+		})
+	}
+	return nil
+}
+
+type probe struct {
+	proto, from, to string
+	port            int
+	open            bool
+}
+
+// check runs the probes from the client namespace, in parallel.
+func (l *lab) check(t *testing.T, probes []probe) {
+	t.Helper()
+	checkFrom(t, l.cli, probes)
+}
+
+// checkFrom runs the probes from namespace ns, in parallel.
+func checkFrom(t *testing.T, ns string, probes []probe) {
+	t.Helper()
+	errs := make([]error, len(probes))
+	var pw sync.WaitGroup
+	for i, p := range probes {
+		pw.Go(func() {
+			// An open probe may retry: the first packet to a new
+			// neighbour can wait a whole neighbour-discovery retransmit.
+			for attempt := 0; attempt < 3; attempt++ {
+				errs[i] = inNS(ns, func() error { return dialProbe(p.proto, p.from, 0, p.to, p.port, p.open) })
+				if errs[i] == nil || !p.open {
+					break
+				}
+			}
+		})
+	}
+	pw.Wait()
+	for i, p := range probes {
+		if errs[i] != nil {
+			t.Errorf("%s %s -> [%s]:%d (want open=%v): %v", p.proto, p.from, p.to, p.port, p.open, errs[i])
+		}
+	}
+}
+
 // TestEnforcementInNamespaces applies a policy in a server namespace and
 // probes it from a client namespace over a veth pair.
 func TestEnforcementInNamespaces(t *testing.T) {
 	needPeers(t)
-	srv, cli := newNS(t), newNS(t)
-	n := int(nsCounter.Add(1)) % 250
-	v4 := func(host int) string { return fmt.Sprintf("10.98.%d.%d", n, host) }
-	v6 := func(host int) string { return fmt.Sprintf("fd98::%x:%d", n, host) }
-	vs, vc := fmt.Sprintf("pbxs%d-%d", os.Getpid()%100000, n), fmt.Sprintf("pbxc%d-%d", os.Getpid()%100000, n)
-	sh(t, "ip", "link", "add", vs, "netns", srv, "type", "veth", "peer", "name", vc, "netns", cli)
-	sh(t, "ip", "-n", srv, "addr", "add", v4(1)+"/24", "dev", vs)
-	sh(t, "ip", "-n", srv, "addr", "add", v6(1)+"/64", "dev", vs, "nodad")
-	for _, h := range []int{2, 3, 4} {
-		sh(t, "ip", "-n", cli, "addr", "add", v4(h)+"/24", "dev", vc)
-		sh(t, "ip", "-n", cli, "addr", "add", v6(h)+"/64", "dev", vc, "nodad")
-	}
-	sh(t, "ip", "-n", srv, "link", "set", vs, "up")
-	sh(t, "ip", "-n", cli, "link", "set", vc, "up")
+	l := newLab(t, 2, 3, 4)
+	v4, v6 := l.v4, l.v6
 
 	// Client .2 is ordinary, .3 trusted, .4 ordinary and outside every From.
 	spec := Spec{
@@ -195,65 +319,15 @@ func TestEnforcementInNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &nft.Exec{NetNS: srv}
+	r := &nft.Exec{NetNS: l.srv}
 	if err := r.Apply(script); err != nil {
 		t.Fatal(err)
 	}
 
 	// Listeners inside the server namespace: tcp 5060, 3306 (not opened),
 	// 3307 (from .2); udp echo on 5060, 7005, 9999 (not opened).
-	var wg sync.WaitGroup
-	var closers []func() error
-	t.Cleanup(func() {
-		for _, c := range closers {
-			_ = c()
-		}
-		wg.Wait()
-	})
-	if err := inNS(srv, func() error {
-		for _, p := range []int{5060, 3306, 3307} {
-			ln, err := net.Listen("tcp", fmt.Sprintf("[::]:%d", p))
-			if err != nil {
-				return err
-			}
-			closers = append(closers, ln.Close)
-			wg.Go(func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					_ = c.Close()
-				}
-			})
-		}
-		for _, p := range []int{5060, 7005, 9999} {
-			pc, err := net.ListenPacket("udp", fmt.Sprintf("[::]:%d", p))
-			if err != nil {
-				return err
-			}
-			closers = append(closers, pc.Close)
-			wg.Go(func() {
-				buf := make([]byte, 1500)
-				for {
-					n, addr, err := pc.ReadFrom(buf)
-					if err != nil {
-						return
-					}
-					_, _ = pc.WriteTo(buf[:n], addr)
-				}
-			})
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	serve(t, l.srv, []int{5060, 3306, 3307}, []int{5060, 7005, 9999})
 
-	type probe struct {
-		proto, from, to string
-		port            int
-		open            bool
-	}
 	probes := []probe{
 		{"tcp", v4(2), v4(1), 5060, true},
 		{"tcp", v6(2), v6(1), 5060, true}, // needs neighbour discovery through the policy
@@ -269,30 +343,7 @@ func TestEnforcementInNamespaces(t *testing.T) {
 		{"tcp", v6(3), v6(1), 3306, true},
 		{"udp", v4(3), v4(1), 9999, true},
 	}
-	check := func(t *testing.T, probes []probe) {
-		t.Helper()
-		errs := make([]error, len(probes))
-		var pw sync.WaitGroup
-		for i, p := range probes {
-			pw.Go(func() {
-				// An open probe may retry: the first packet to a new
-				// neighbour can wait a whole neighbour-discovery retransmit.
-				for attempt := 0; attempt < 3; attempt++ {
-					errs[i] = inNS(cli, func() error { return dialProbe(p.proto, p.from, p.to, p.port, p.open) })
-					if errs[i] == nil || !p.open {
-						break
-					}
-				}
-			})
-		}
-		pw.Wait()
-		for i, p := range probes {
-			if errs[i] != nil {
-				t.Errorf("%s %s -> [%s]:%d (want open=%v): %v", p.proto, p.from, p.to, p.port, p.open, errs[i])
-			}
-		}
-	}
-	check(t, probes)
+	l.check(t, probes)
 
 	// Re-applying the same script keeps the same table and behaviour.
 	before, err := r.List()
@@ -305,7 +356,7 @@ func TestEnforcementInNamespaces(t *testing.T) {
 	if after, _ := r.List(); after != before {
 		t.Errorf("re-apply changed the table:\n%s", Diff(before, after))
 	}
-	check(t, probes)
+	l.check(t, probes)
 
 	// A new spec without trusted networks replaces the set's elements.
 	spec.Trusted = nil
@@ -316,30 +367,31 @@ func TestEnforcementInNamespaces(t *testing.T) {
 	if err := r.Apply(script2); err != nil {
 		t.Fatal(err)
 	}
-	check(t, []probe{
+	l.check(t, []probe{
 		{"tcp", v4(3), v4(1), 3306, false},
 		{"tcp", v6(3), v6(1), 3306, false},
 		{"tcp", v4(3), v4(1), 5060, true},
 	})
 }
 
-// dialProbe checks that port on to is reachable from source from (open) or
-// silently dropped: a timeout, not a reset or an ICMP unreachable.
-func dialProbe(proto, from, to string, port int, open bool) error {
+// dialProbe checks that port on to is reachable from source from (and
+// local port fromPort, 0 for an ephemeral one) or silently dropped: a
+// timeout, not a reset or an ICMP unreachable.
+func dialProbe(proto, from string, fromPort int, to string, port int, open bool) error {
 	const wait = 700 * time.Millisecond
 	src := netip.MustParseAddr(from)
 	dst := netip.AddrPortFrom(netip.MustParseAddr(to), uint16(port))
 	var err error
 	switch proto {
 	case "tcp":
-		d := net.Dialer{Timeout: wait, LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
+		d := net.Dialer{Timeout: wait, LocalAddr: &net.TCPAddr{IP: src.AsSlice(), Port: fromPort}}
 		var c net.Conn
 		if c, err = d.Dial("tcp", dst.String()); err == nil {
 			_ = c.Close()
 		}
 	case "udp":
 		var c *net.UDPConn
-		c, err = net.DialUDP("udp", &net.UDPAddr{IP: src.AsSlice()}, net.UDPAddrFromAddrPort(dst))
+		c, err = net.DialUDP("udp", &net.UDPAddr{IP: src.AsSlice(), Port: fromPort}, net.UDPAddrFromAddrPort(dst))
 		if err != nil {
 			return err
 		}

@@ -7,12 +7,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"go4.org/netipx"
 )
 
-// Names of the sets in table inet pbxgate. Every set is declared and
-// flushed by every script, whether the spec uses it or not, so the table's
-// state depends only on the last script applied (`flush table` keeps sets and
-// their elements).
+// Names of the sets in table inet pbxgate. Every script deletes the table
+// and defines it again in the same transaction, so the table's state
+// depends only on the last script applied (`flush table` would keep sets,
+// their elements and chains a later script no longer declares).
 const (
 	setTrusted4 = "trusted4"
 	setTrusted6 = "trusted6"
@@ -27,8 +29,11 @@ const icmpEchoLimit = "limit rate 10/second burst 20 packets"
 
 // Render returns the nftables script for spec: one file that `nft -f`
 // applies atomically and idempotently. It creates table inet pbxgate if
-// missing, flushes its rules and sets, and defines it in full. The output
-// is deterministic: the same spec (in any order) gives the same bytes.
+// missing (so that the delete succeeds), deletes it and defines it in full,
+// all in one transaction: the kernel switches from the old table to the new
+// one at once, or keeps the old one if anything fails. The output is deterministic: the
+// same spec (in any order, except GeoIP rules, whose sets are named by
+// position) gives the same bytes.
 func Render(spec Spec) (string, error) {
 	if err := spec.Validate(); err != nil {
 		return "", err
@@ -43,7 +48,7 @@ func Render(spec Spec) (string, error) {
 	w(0, "# pbxgate host firewall policy (table inet pbxgate). Generated; do not edit.")
 	w(0, "# Applied atomically with nft -f; other tables are never touched.")
 	w(0, "table inet pbxgate {}")
-	w(0, "flush table inet pbxgate")
+	w(0, "delete table inet pbxgate")
 	w(0, "table inet pbxgate {")
 	w(1, "set %s {", setTrusted4)
 	w(2, "type ipv4_addr")
@@ -61,6 +66,16 @@ func Render(spec Spec) (string, error) {
 		w(2, "timeout 1m")
 		w(1, "}")
 	}
+	// After the sets every script has: nft lists objects in the order they
+	// were made, and the GeoIP sets come and go with the rules.
+	for i := range p.geo {
+		for _, f := range geoFamilies {
+			w(1, "set %s {", geoSet(i, f.suffix))
+			w(2, "type %s", f.typ)
+			w(2, "flags interval")
+			w(1, "}")
+		}
+	}
 	w(0, "")
 	w(1, "chain input {")
 	w(2, "type filter hook input priority filter; policy drop;")
@@ -68,6 +83,15 @@ func Render(spec Spec) (string, error) {
 	w(2, "# Trusted networks: every port, before any flood limit.")
 	w(2, "ip saddr @%s accept", setTrusted4)
 	w(2, "ip6 saddr @%s accept", setTrusted6)
+	if len(p.geo) > 0 {
+		w(2, "# GeoIP rules (chain geo) see what sources send: packets of connections they")
+		w(2, "# open, and untracked packets. Replies to connections this host opened")
+		w(2, "# (ct direction reply) skip them, even on a port a rule covers: an outbound")
+		w(2, "# connection's local port comes from the ephemeral range, which may overlap a")
+		w(2, "# rule's ports (the TURN relay range does). Invalid packets are dropped below.")
+		w(2, "ct direction original jump %s", chainGeo)
+		w(2, "ct state untracked jump %s", chainGeo)
+	}
 	if p.flood != "" {
 		// UDP "connections" turn established after the first answer, so
 		// the UDP limit sits before the conntrack accept.
@@ -112,18 +136,73 @@ func Render(spec Spec) (string, error) {
 		}
 	}
 	w(1, "}")
-	w(0, "}")
-	for _, s := range []string{setTrusted4, setTrusted6, setFloodU4, setFloodU6, setFloodT4, setFloodT6} {
-		w(0, "flush set inet pbxgate %s", s)
+	if len(p.geo) > 0 {
+		w(0, "")
+		w(1, "chain %s {", chainGeo)
+		for i, g := range p.geo {
+			if g.allow {
+				w(2, "# Rule %d: allow %s on %s: sources located elsewhere, or not located, are dropped.", i, g.countries, g.on)
+			} else {
+				w(2, "# Rule %d: deny %s on %s: sources located there are dropped.", i, g.countries, g.on)
+			}
+			for _, f := range geoFamilies {
+				if len(g.elems[f.suffix]) == 0 {
+					if g.allow {
+						w(2, "# No %s network is located in %s: every %s source is dropped on these ports.", f.name, g.countries, f.name)
+					} else {
+						w(2, "# No %s network is located in %s: this rule drops no %s source.", f.name, g.countries, f.name)
+					}
+				}
+				op := ""
+				if g.allow {
+					op = "!= "
+				}
+				w(2, "%s %s saddr %s@%s drop", g.match, f.nfproto, op, geoSet(i, f.suffix))
+			}
+		}
+		w(1, "}")
 	}
+	w(0, "}")
 	if len(p.trusted4) > 0 {
 		w(0, "add element inet pbxgate %s { %s }", setTrusted4, joinPrefixes(p.trusted4))
 	}
 	if len(p.trusted6) > 0 {
 		w(0, "add element inet pbxgate %s { %s }", setTrusted6, joinPrefixes(p.trusted6))
 	}
+	// GeoIP sets are large: one element per line.
+	for i, g := range p.geo {
+		for _, f := range geoFamilies {
+			elems := g.elems[f.suffix]
+			if len(elems) == 0 {
+				continue
+			}
+			w(0, "add element inet pbxgate %s {", geoSet(i, f.suffix))
+			for j, e := range elems {
+				if j < len(elems)-1 {
+					w(1, "%s,", e)
+				} else {
+					w(1, "%s", e)
+				}
+			}
+			w(0, "}")
+		}
+	}
 	return b.String(), nil
 }
+
+// chainGeo holds the GeoIP rules; input jumps to it.
+const chainGeo = "geo"
+
+// geoFamilies are the two sets of each GeoIP rule.
+var geoFamilies = []struct {
+	suffix, typ, nfproto, name string
+}{
+	{"4", "ipv4_addr", "ip", "IPv4"},
+	{"6", "ipv6_addr", "ip6", "IPv6"},
+}
+
+// geoSet names the set of GeoIP rule i for family suffix "4" or "6".
+func geoSet(i int, suffix string) string { return "geo" + strconv.Itoa(i) + "_" + suffix }
 
 // Uninstall returns the script that deletes table inet pbxgate and nothing
 // else. It succeeds whether or not the table exists.
@@ -141,6 +220,57 @@ type policy struct {
 	fromRules          []string               // rendered per-source rules, sorted
 	flood              string                 // "20/second burst 40 packets"; "" when off
 	floodPorts         string
+	geo                []geoPolicy // in Spec order
+}
+
+// geoPolicy is a GeoRule ready to print.
+type geoPolicy struct {
+	allow     bool
+	match     string              // "tcp dport 443", "meta l4proto { tcp, udp } th dport 5060"
+	on        string              // "tcp 443", "tcp+udp 5060" for the comment
+	countries string              // "AT, DE"
+	elems     map[string][]string // by family suffix: merged elements, "192.0.2.0/24" or "a-b"
+}
+
+func planGeo(g GeoRule) geoPolicy {
+	ports := rangeSet(mergeRanges(g.Ports))
+	gp := geoPolicy{allow: g.Allow, elems: map[string][]string{"4": intervals(g.V4), "6": intervals(g.V6)}}
+	if g.Proto == "" {
+		gp.match = "meta l4proto { tcp, udp } th dport " + ports
+		gp.on = "tcp+udp " + ports
+	} else {
+		gp.match = g.Proto + " dport " + ports
+		gp.on = g.Proto + " " + ports
+	}
+	codes := make([]string, len(g.Countries))
+	for i, c := range g.Countries {
+		codes[i] = strings.ToUpper(c)
+	}
+	slices.Sort(codes)
+	gp.countries = strings.Join(slices.Compact(codes), ", ")
+	return gp
+}
+
+// intervals merges ps (one family) into the fewest disjoint, non-adjacent
+// intervals, each printed as a prefix when it is one and as "first-last"
+// otherwise, in ascending order: elements an interval set takes without
+// auto-merge.
+func intervals(ps []netip.Prefix) []string {
+	var b netipx.IPSetBuilder
+	for _, p := range ps {
+		b.AddPrefix(p.Masked())
+	}
+	set, _ := b.IPSet() // Validate rejected invalid prefixes
+	rs := set.Ranges()
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		if p, ok := r.Prefix(); ok {
+			out[i] = prefixString(p)
+		} else {
+			out[i] = r.From().String() + "-" + r.To().String()
+		}
+	}
+	return out
 }
 
 func plan(s Spec) policy {
@@ -239,6 +369,10 @@ func plan(s Spec) policy {
 		if i == 0 || l.text != lines[i-1].text {
 			p.fromRules = append(p.fromRules, l.text)
 		}
+	}
+
+	for _, g := range s.Geo {
+		p.geo = append(p.geo, planGeo(g))
 	}
 
 	if fl := s.SIPFloodLimit; fl != nil {

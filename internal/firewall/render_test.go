@@ -3,6 +3,7 @@ package firewall
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -55,6 +56,32 @@ var goldenSpecs = []struct {
 		Trusted:       pfx("192.0.2.0/24", "2001:db8::/32"),
 		SIPFloodLimit: &FloodLimit{Rate: 20, Burst: 40},
 	}},
+	{"geo-deny", Spec{
+		Roles:         []string{"sip", "sip-tls"},
+		Trusted:       pfx("192.0.2.0/24"),
+		SIPFloodLimit: &FloodLimit{Rate: 20, Burst: 40},
+		Geo: []GeoRule{{
+			Ports:     []PortRange{{5060, 5061}},
+			Countries: []string{"RU", "cn", "CN"},
+			V4: pfx("198.51.100.0/25", "198.51.100.128/26", // one range, not a prefix
+				"203.0.113.0/25", "203.0.113.128/25", // one prefix
+				"203.0.113.64/26", // inside the above
+				"100.64.0.1/32"),
+			V6: pfx("2001:db8:100::/40", "2001:db8:200::/40", "3fff::/20"),
+		}},
+	}},
+	{"geo-allow", Spec{
+		Roles:     []string{"web", "turn"},
+		TURNRelay: &PortRange{49152, 65535},
+		Trusted:   pfx("10.0.0.0/8", "fd00::/8"),
+		Geo: []GeoRule{
+			{Proto: "tcp", Ports: []PortRange{Port(443), Port(80)}, Allow: true, Countries: []string{"DE", "AT"},
+				V4: pfx("198.51.100.0/24", "203.0.113.0/24")}, // no IPv6: all IPv6 dropped on 80, 443
+			{Proto: "udp", Ports: []PortRange{{49152, 65535}, Port(3478)}, Allow: true, Countries: []string{"de"},
+				V4: pfx("198.51.100.0/24"), V6: pfx("2001:db8::/32")},
+			{Ports: []PortRange{{10000, 20000}, Port(5080)}, Countries: []string{"XK"}}, // deny, nothing located
+		},
+	}},
 }
 
 func TestRenderGolden(t *testing.T) {
@@ -93,7 +120,7 @@ func TestRenderShape(t *testing.T) {
 				t.Fatal(err)
 			}
 			lines := strings.Split(got, "\n")
-			head := []string{"table inet pbxgate {}", "flush table inet pbxgate", "table inet pbxgate {"}
+			head := []string{"table inet pbxgate {}", "delete table inet pbxgate", "table inet pbxgate {"}
 			var body []string
 			for _, l := range lines {
 				if l != "" && !strings.HasPrefix(l, "#") {
@@ -119,6 +146,40 @@ func TestRenderShape(t *testing.T) {
 			// The flood limit must come after the trusted accepts.
 			if i := strings.Index(got, "update @sipflood"); i >= 0 && i < strings.Index(got, "saddr @trusted6 accept") {
 				t.Error("flood limit before trusted networks")
+			}
+			// GeoIP rules: after loopback and trusted networks, before the
+			// flood limit, the conntrack accept and every port accept.
+			if len(tc.spec.Geo) > 0 {
+				jump := strings.Index(got, "ct direction original jump geo")
+				if jump < 0 || !strings.Contains(got, "ct state untracked jump geo") || !strings.Contains(got, "\tchain geo {") {
+					t.Fatal("GeoIP rules without the jumps to chain geo")
+				}
+				for _, before := range []string{`iif "lo" accept`, "saddr @trusted6 accept"} {
+					if strings.Index(got, before) > jump {
+						t.Errorf("%q after the GeoIP jump", before)
+					}
+				}
+				for _, after := range []string{"update @sipflood", "ct state established,related accept", " accept\n"} {
+					if i := strings.Index(got[strings.Index(got, "saddr @trusted6 accept\n")+len("saddr @trusted6 accept\n"):], after); i >= 0 &&
+						i+strings.Index(got, "saddr @trusted6 accept\n")+len("saddr @trusted6 accept\n") < jump {
+						t.Errorf("%q before the GeoIP jump", after)
+					}
+				}
+				for i := range tc.spec.Geo {
+					for _, f := range []string{"_4", "_6"} {
+						name := fmt.Sprintf("geo%d%s", i, f)
+						if !strings.Contains(got, "\tset "+name+" {") || !strings.Contains(got, "@"+name+" drop") {
+							t.Errorf("set %s not declared and used", name)
+						}
+					}
+				}
+			} else if strings.Contains(got, "jump geo") || strings.Contains(got, "\tchain geo") {
+				t.Error("chain geo without GeoIP rules")
+			}
+			// The table is replaced whole: nothing an earlier script declared
+			// survives (flush table would keep sets and chains).
+			if !strings.Contains(got, "\ntable inet pbxgate {}\ndelete table inet pbxgate\ntable inet pbxgate {\n") || strings.Contains(got, "flush") {
+				t.Error("the script does not replace the table in one transaction")
 			}
 		})
 	}
@@ -174,6 +235,19 @@ func TestValidate(t *testing.T) {
 			[]string{"Listeners[0].Port", "Listeners[0].Name"}},
 		{"long comment", Spec{Ports: []PortRule{{Proto: "tcp", Ports: Port(1), Comment: strings.Repeat("x", 129)}}}, []string{"longer than 128"}},
 		{"flood", Spec{SIPFloodLimit: &FloodLimit{Ports: []uint16{0}}}, []string{"SIPFloodLimit.Rate", "SIPFloodLimit.Ports[0]"}},
+		{"geo ok", Spec{Geo: []GeoRule{{Proto: "udp", Ports: []PortRange{Port(5060)}, Countries: []string{"fr"}}}}, nil},
+		{"geo too many", Spec{Geo: make([]GeoRule, MaxGeoRules+1)}, []string{"Geo: 33 rules, at most 32"}},
+		{"geo bad rule", Spec{Geo: []GeoRule{{Proto: "sctp", Countries: []string{"FRA", "F1", ""}}}},
+			[]string{"Geo[0].Proto", "Geo[0].Ports: no port", `Geo[0].Countries[0]: "FRA"`, "Geo[0].Countries[1]", "Geo[0].Countries[2]"}},
+		{"geo bad ports", Spec{Geo: []GeoRule{{Ports: []PortRange{Port(1), {0, 5}, {9, 8}}}}},
+			[]string{"Geo[0].Ports[1]: port 0", "Geo[0].Ports[2]: range 9-8", "Geo[0].Countries: no country"}},
+		{"geo bad prefixes", Spec{Geo: []GeoRule{{Ports: []PortRange{Port(1)}, Countries: []string{"DE"},
+			V4: []netip.Prefix{netip.MustParsePrefix("2001:db8::/32"), {}},
+			V6: pfx("192.0.2.0/24", "::ffff:192.0.2.0/120", "2001:db8::/32")}}},
+			[]string{"Geo[0].V4[0]: 2001:db8::/32 is not an IPv4 prefix", "Geo[0].V4[1]: invalid prefix",
+				"Geo[0].V6[0]: 192.0.2.0/24 is not an IPv6 prefix", "Geo[0].V6[1]: ::ffff:192.0.2.0/120 is not an IPv6"}},
+		{"geo too big", Spec{Geo: []GeoRule{{Ports: []PortRange{Port(1)}, Countries: []string{"DE"}, V6: make([]netip.Prefix, MaxGeoElements+1)}}},
+			[]string{"Geo[0].V6: 1000001 networks, at most 1000000"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -194,6 +268,92 @@ func TestValidate(t *testing.T) {
 			}
 			if out, rerr := Render(tc.spec); rerr == nil || out != "" {
 				t.Errorf("Render of an invalid spec = %q, %v", out, rerr)
+			}
+		})
+	}
+}
+
+func TestIntervals(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []netip.Prefix
+		want []string
+	}{
+		{"none", nil, []string{}},
+		{"adjacent make a prefix", pfx("192.0.2.0/25", "192.0.2.128/25"), []string{"192.0.2.0/24"}},
+		{"adjacent make a range", pfx("192.0.2.0/25", "192.0.2.128/26"), []string{"192.0.2.0-192.0.2.191"}},
+		{"contained", pfx("10.0.0.0/8", "10.1.2.3/32", "10.255.0.0/16"), []string{"10.0.0.0/8"}},
+		{"unsorted, host, gap", pfx("198.51.100.7/32", "192.0.2.0/24", "198.51.100.9/32"), []string{"192.0.2.0/24", "198.51.100.7", "198.51.100.9"}},
+		{"unmasked", pfx("192.0.2.77/24"), []string{"192.0.2.0/24"}},
+		{"ipv6", pfx("2001:db8::/33", "2001:db8:8000::/33", "2001:db9::1/128"), []string{"2001:db8::/32", "2001:db9::1"}},
+		{"everything", pfx("0.0.0.0/1", "128.0.0.0/1"), []string{"0.0.0.0/0"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := intervals(tc.in); !slices.Equal(got, tc.want) {
+				t.Errorf("intervals(%v) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestGeoRenderDeterministic: the order of a rule's prefixes and countries
+// does not change the script.
+func TestGeoRenderDeterministic(t *testing.T) {
+	var base Spec
+	for _, g := range goldenSpecs {
+		if g.name == "geo-deny" {
+			base = g.spec
+		}
+	}
+	want, err := Render(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := range 20 {
+		s := base
+		g := base.Geo[0]
+		g.V4, g.V6, g.Countries = slices.Clone(g.V4), slices.Clone(g.V6), slices.Clone(g.Countries)
+		rng.Shuffle(len(g.V4), func(a, b int) { g.V4[a], g.V4[b] = g.V4[b], g.V4[a] })
+		rng.Shuffle(len(g.V6), func(a, b int) { g.V6[a], g.V6[b] = g.V6[b], g.V6[a] })
+		rng.Shuffle(len(g.Countries), func(a, b int) { g.Countries[a], g.Countries[b] = g.Countries[b], g.Countries[a] })
+		s.Geo = []GeoRule{g}
+		if got, _ := Render(s); got != want {
+			t.Fatalf("shuffle %d renders differently:\n%s", i, Diff(want, got))
+		}
+	}
+}
+
+// TestGeoRuleText checks the rule lines for each protocol and mode.
+func TestGeoRuleText(t *testing.T) {
+	tests := []struct {
+		rule GeoRule
+		want []string
+	}{
+		{GeoRule{Ports: []PortRange{Port(5061), Port(5060)}, Countries: []string{"CN"}, V4: pfx("192.0.2.0/24")},
+			[]string{"meta l4proto { tcp, udp } th dport 5060-5061 ip saddr @geo0_4 drop", "meta l4proto { tcp, udp } th dport 5060-5061 ip6 saddr @geo0_6 drop",
+				"# No IPv6 network is located in CN: this rule drops no IPv6 source."}},
+		{GeoRule{Proto: "tcp", Ports: []PortRange{Port(443), Port(80)}, Allow: true, Countries: []string{"de", "AT"}, V6: pfx("2001:db8::/32")},
+			[]string{"tcp dport { 80, 443 } ip saddr != @geo0_4 drop", "tcp dport { 80, 443 } ip6 saddr != @geo0_6 drop",
+				"# Rule 0: allow AT, DE on tcp { 80, 443 }: sources located elsewhere, or not located, are dropped.",
+				"# No IPv4 network is located in AT, DE: every IPv4 source is dropped on these ports."}},
+		{GeoRule{Proto: "udp", Ports: []PortRange{{10000, 20000}}, Countries: []string{"RU"}, V4: pfx("192.0.2.0/24"), V6: pfx("2001:db8::/32")},
+			[]string{"udp dport 10000-20000 ip saddr @geo0_4 drop", "# Rule 0: deny RU on udp 10000-20000: sources located there are dropped."}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.want[0], func(t *testing.T) {
+			got, err := Render(Spec{Geo: []GeoRule{tc.rule}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(got, "\t\t"+w+"\n") {
+					t.Errorf("script lacks %q", w)
+				}
+			}
+			if strings.Contains(got, "No IPv") != strings.Contains(strings.Join(tc.want, "\n"), "No IPv") {
+				t.Errorf("unexpected empty-family comment")
 			}
 		})
 	}

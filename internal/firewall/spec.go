@@ -31,6 +31,45 @@ type Spec struct {
 	AdminPort uint16
 	// SIPFloodLimit, when not nil, rate-limits SIP per source in the kernel.
 	SIPFloodLimit *FloodLimit
+	// Geo are GeoIP rules: sources dropped by country on chosen ports,
+	// after loopback and trusted networks are accepted and before the SIP
+	// flood limit and every other accept. At most MaxGeoRules. Nil: none.
+	Geo []GeoRule
+}
+
+// MaxGeoRules bounds Spec.Geo; MaxGeoElements bounds each of a rule's V4
+// and V6 (a full GeoLite2-Country has about 500k networks in all, far fewer
+// once one country's are merged).
+const (
+	MaxGeoRules    = 32
+	MaxGeoElements = 1_000_000
+)
+
+// GeoRule drops, on Ports, the sources located in Countries (Allow false)
+// or every source not located there (Allow true). The firewall does not
+// read GeoIP databases: V4 and V6 are the networks a database locates in
+// Countries (package geoip's Select), and Countries only label the rule in
+// the script.
+//
+// It filters what sources send to the local ports, not replies: packets of
+// connections this host opened (ct direction reply) skip every GeoIP rule,
+// even when the local port of an outbound connection is one a rule covers
+// (the ephemeral port range overlaps the usual TURN relay range).
+type GeoRule struct {
+	// Proto is "tcp", "udp", or "" for both.
+	Proto string
+	// Ports are the local ports covered; at least one.
+	Ports []PortRange
+	// Allow true: only sources in V4/V6 reach Ports; an empty V4 (or V6)
+	// then drops every IPv4 (or IPv6) source on Ports. Allow false: the
+	// sources in V4/V6 are dropped on Ports.
+	Allow bool
+	// Countries are ISO 3166-1 alpha-2 codes (two ASCII letters, any case);
+	// at least one.
+	Countries []string
+	// V4 and V6 are the networks located in Countries. Overlapping and
+	// adjacent prefixes are merged; IPv4-mapped IPv6 prefixes are an error.
+	V4, V6 []netip.Prefix
 }
 
 // PortRange is the inclusive range Min..Max; Min == Max is one port.
@@ -177,8 +216,57 @@ func (s *Spec) Validate() error {
 			}
 		}
 	}
+	if len(s.Geo) > MaxGeoRules {
+		bad("Geo", "%d rules, at most %d", len(s.Geo), MaxGeoRules)
+	}
+	for i, g := range s.Geo {
+		f := fmt.Sprintf("Geo[%d]", i)
+		if g.Proto != "" && g.Proto != "tcp" && g.Proto != "udp" {
+			bad(f+".Proto", "%q is not tcp, udp or empty (both)", g.Proto)
+		}
+		if len(g.Ports) == 0 {
+			bad(f+".Ports", "no port")
+		}
+		for j, r := range g.Ports {
+			if err := r.validate(); err != nil {
+				bad(fmt.Sprintf("%s.Ports[%d]", f, j), "%v", err)
+			}
+		}
+		if len(g.Countries) == 0 {
+			bad(f+".Countries", "no country")
+		}
+		for j, c := range g.Countries {
+			if !isCountryCode(c) {
+				bad(fmt.Sprintf("%s.Countries[%d]", f, j), "%q is not a two-letter country code", c)
+			}
+		}
+		for _, fam := range []struct {
+			name string
+			ps   []netip.Prefix
+			v4   bool
+		}{{"V4", g.V4, true}, {"V6", g.V6, false}} {
+			if len(fam.ps) > MaxGeoElements {
+				bad(f+"."+fam.name, "%d networks, at most %d", len(fam.ps), MaxGeoElements)
+				continue
+			}
+			for j, p := range fam.ps {
+				switch {
+				case !p.IsValid():
+					bad(fmt.Sprintf("%s.%s[%d]", f, fam.name, j), "invalid prefix")
+				case p.Addr().Is4() != fam.v4 || p.Addr().Is4In6():
+					bad(fmt.Sprintf("%s.%s[%d]", f, fam.name, j), "%v is not an %s prefix", p, map[bool]string{true: "IPv4", false: "IPv6"}[fam.v4])
+				}
+			}
+		}
+	}
 	return errors.Join(errs...)
 }
+
+func isCountryCode(s string) bool {
+	return len(s) == 2 && isLetter(s[0]) && isLetter(s[1])
+}
+
+func isLetter(b byte) bool { return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' }
 
 // checkText accepts strings safe inside an nft double-quoted comment and a
 // script comment line.

@@ -9,14 +9,18 @@
 package fwconfig
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/pbxgate/pbxgate/internal/config"
 	"github.com/pbxgate/pbxgate/internal/firewall"
+	"github.com/pbxgate/pbxgate/internal/geoip"
 )
 
 // Spec returns the firewall Spec for cfg, which must be valid (config.Load
@@ -69,6 +73,14 @@ func Spec(cfg *config.Config) (firewall.Spec, []string, error) {
 		}
 		spec.SIPFloodLimit = limit
 	}
+	if len(f.GeoIP.Rules) > 0 {
+		geo, geoWarnings, err := geoRules(f.GeoIP)
+		if err != nil {
+			return firewall.Spec{}, nil, err
+		}
+		spec.Geo = geo
+		warnings = append(warnings, geoWarnings...)
+	}
 	if !opensSSH(spec) {
 		if len(spec.Trusted) == 0 {
 			warnings = append(warnings, "nothing opens ssh (port 22/tcp) and there are no trusted_networks: after apply, this host is reachable over SSH from nowhere; add role ssh or a trusted network")
@@ -77,6 +89,60 @@ func Spec(cfg *config.Config) (firewall.Spec, []string, error) {
 		}
 	}
 	return spec, warnings, nil
+}
+
+// geoTimeout bounds reading the GeoIP database (a full country database
+// takes well under a second).
+const geoTimeout = 2 * time.Minute
+
+// geoRules reads the database once and returns the rules with their
+// networks, warning about countries the database locates nothing in (a
+// wrong code such as UK for GB, or a database without them).
+func geoRules(g config.FirewallGeoIP) ([]firewall.GeoRule, []string, error) {
+	db, err := geoip.Open(g.Database)
+	if err != nil {
+		return nil, nil, fmt.Errorf("firewall.geoip.database: %w", err)
+	}
+	defer db.Close()
+	groups := make([][]string, len(g.Rules))
+	rules := make([]firewall.GeoRule, len(g.Rules))
+	for i, r := range g.Rules {
+		rules[i].Proto, rules[i].Allow, groups[i] = r.Proto, len(r.Allow) > 0, r.Deny
+		if rules[i].Allow {
+			groups[i] = r.Allow
+		}
+		for _, c := range groups[i] {
+			rules[i].Countries = append(rules[i].Countries, strings.ToUpper(c))
+		}
+		for j, ps := range r.Ports {
+			pr, err := firewall.ParsePortRange(ps)
+			if err != nil {
+				return nil, nil, fmt.Errorf("firewall.geoip.rules[%d].ports[%d]: %w", i, j, err)
+			}
+			rules[i].Ports = append(rules[i].Ports, pr)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), geoTimeout)
+	defer cancel()
+	nets, stats, err := db.Select(ctx, groups...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("firewall.geoip.database %s: %w", g.Database, err)
+	}
+	for i := range rules {
+		rules[i].V4, rules[i].V6 = nets[i].V4, nets[i].V6
+	}
+	var warnings []string
+	codes := make([]string, 0, len(stats.ByCountry))
+	for c, n := range stats.ByCountry {
+		if n == 0 {
+			codes = append(codes, c)
+		}
+	}
+	slices.Sort(codes)
+	for _, c := range codes {
+		warnings = append(warnings, fmt.Sprintf("firewall.geoip: the database %s locates no network in %s (a wrong code? the United Kingdom is GB)", g.Database, c))
+	}
+	return rules, warnings, nil
 }
 
 // sipPorts returns the ports of the listeners carrying sip, sorted, without

@@ -2,12 +2,14 @@ package fwconfig
 
 import (
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/pbxgate/pbxgate/internal/config"
 	"github.com/pbxgate/pbxgate/internal/firewall"
+	"github.com/pbxgate/pbxgate/internal/geoip/geoiptest"
 )
 
 func parse(t *testing.T, y string) *config.Config {
@@ -115,5 +117,56 @@ firewall: {trusted_networks: [192.0.2.0/24], sip_flood_limit: {rate: 5}}
 	}
 	if fl := spec.SIPFloodLimit; fl == nil || len(fl.Ports) != 0 {
 		t.Errorf("flood limit without sip listeners: %+v (want the default ports)", fl)
+	}
+}
+
+func TestSpecGeoIP(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "country.mmdb")
+	err := geoiptest.DB{Networks: []geoiptest.Network{
+		{Prefix: "192.0.2.0/24", Data: geoiptest.Country("FR")},
+		{Prefix: "198.51.100.0/24", Data: geoiptest.Country("DE")},
+		{Prefix: "2001:db8:f0::/48", Data: geoiptest.Country("FR")},
+	}}.WriteFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := parse(t, `
+listeners: [{name: web, address: ":443"}]
+firewall:
+  roles: [ssh, sip]
+  geoip:
+    database: `+db+`
+    rules:
+      - {proto: udp, ports: ["5060", "10000-10010"], allow: [fr, UK]}
+      - {ports: ["443"], deny: [DE]}
+`)
+	spec, warnings, err := Spec(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "no network in UK") {
+		t.Errorf("warnings %q", warnings)
+	}
+	if len(spec.Geo) != 2 {
+		t.Fatalf("geo %+v", spec.Geo)
+	}
+	allow, deny := spec.Geo[0], spec.Geo[1]
+	if !allow.Allow || allow.Proto != "udp" || !slices.Equal(allow.Countries, []string{"FR", "UK"}) ||
+		!slices.Equal(allow.Ports, []firewall.PortRange{{Min: 5060, Max: 5060}, {Min: 10000, Max: 10010}}) ||
+		!slices.Equal(allow.V4, []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}) ||
+		!slices.Equal(allow.V6, []netip.Prefix{netip.MustParsePrefix("2001:db8:f0::/48")}) {
+		t.Errorf("allow rule %+v", allow)
+	}
+	if deny.Allow || deny.Proto != "" || !slices.Equal(deny.V4, []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}) || len(deny.V6) != 0 {
+		t.Errorf("deny rule %+v", deny)
+	}
+	if spec.Allows("tcp", 443, netip.MustParseAddr("198.51.100.9")) || !spec.Allows("udp", 5060, netip.MustParseAddr("192.0.2.9")) ||
+		spec.Allows("udp", 5060, netip.MustParseAddr("203.0.113.9")) {
+		t.Error("Allows disagrees with the GeoIP rules")
+	}
+
+	c.Firewall.GeoIP.Database = filepath.Join(t.TempDir(), "missing.mmdb")
+	if _, _, err := Spec(c); err == nil || !strings.Contains(err.Error(), "firewall.geoip.database") {
+		t.Errorf("missing database: %v", err)
 	}
 }
