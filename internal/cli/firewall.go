@@ -145,6 +145,17 @@ func (f *fwFlags) manager(cfg *config.Config, stderr io.Writer) (*safety.Manager
 	return m, closeLog, nil
 }
 
+// withManager runs fn on the safety net of the state directory (see
+// manager) and maps its error to an exit status.
+func (f *fwFlags) withManager(stderr io.Writer, fn func(*safety.Manager) error) error {
+	m, closeLog, err := f.manager(nil, stderr)
+	if err != nil {
+		return fwErr(err)
+	}
+	defer closeLog()
+	return fwErr(fn(m))
+}
+
 // loaded returns what pbxgate loaded last, read from the state directory
 // without creating or locking anything (plan runs without root).
 func (f *fwFlags) loaded(cfg *config.Config) (string, uint64, error) {
@@ -401,20 +412,16 @@ func fwConfirm(stdout, stderr io.Writer) *cobra.Command {
 			"Exit status: 0 confirmed, 1 nothing to confirm or already rolled back.",
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
-			m, closeLog, err := f.manager(nil, stderr)
-			if err != nil {
-				return fwErr(err)
-			}
-			defer closeLog()
-			if err := m.Confirm(); err != nil {
-				return fwErr(err)
-			}
-			st, err := m.Status()
-			if err != nil {
-				return fwErr(err)
-			}
-			fmt.Fprintf(stdout, "generation %d confirmed\n", st.Confirmed)
-			return nil
+			return f.withManager(stderr, func(m *safety.Manager) error {
+				if err := m.Confirm(); err != nil {
+					return err
+				}
+				st, err := m.Status()
+				if err == nil {
+					fmt.Fprintf(stdout, "generation %d confirmed\n", st.Confirmed)
+				}
+				return err
+			})
 		},
 	}
 	f.register(cmd, true)
@@ -436,22 +443,19 @@ func fwRollback(stdout, stderr io.Writer) *cobra.Command {
 			"Exit status: 0 done, 1 the load failed.",
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
-			m, closeLog, err := f.manager(nil, stderr)
-			if err != nil {
-				return fwErr(err)
-			}
-			defer closeLog()
 			if waitUntil == "" {
-				if ifGen == 0 {
-					err = m.Rollback(0)
-				} else {
-					err = m.RollbackAt(context.Background(), ifGen, time.Time{})
-				}
-				if err != nil {
-					return fwErr(err)
-				}
-				fmt.Fprintln(stdout, "rolled back to the last confirmed ruleset")
-				return nil
+				return f.withManager(stderr, func(m *safety.Manager) error {
+					var err error
+					if ifGen == 0 {
+						err = m.Rollback(0)
+					} else {
+						err = m.RollbackAt(context.Background(), ifGen, time.Time{})
+					}
+					if err == nil {
+						fmt.Fprintln(stdout, "rolled back to the last confirmed ruleset")
+					}
+					return err
+				})
 			}
 			deadline, err := time.Parse(time.RFC3339Nano, waitUntil)
 			if err != nil {
@@ -463,10 +467,12 @@ func fwRollback(stdout, stderr io.Writer) *cobra.Command {
 			// The watchdog: SIGTERM means cancelled (confirmed or superseded).
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			if err := m.RollbackAt(ctx, ifGen, deadline); err != nil && !errors.Is(err, context.Canceled) {
-				return fwErr(err)
-			}
-			return nil
+			return f.withManager(stderr, func(m *safety.Manager) error {
+				if err := m.RollbackAt(ctx, ifGen, deadline); err != nil && !errors.Is(err, context.Canceled) {
+					return err
+				}
+				return nil
+			})
 		},
 	}
 	f.register(cmd, true)
@@ -482,17 +488,13 @@ func fwStatus(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Show the confirmed and pending rulesets and how the last apply ended",
 		Args:  usageArgs(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
-			m, closeLog, err := f.manager(nil, io.Discard)
-			if err != nil {
-				return fwErr(err)
-			}
-			defer closeLog()
-			st, err := m.Status()
-			if err != nil {
-				return fwErr(err)
-			}
-			printFWStatus(stdout, st, f.runner())
-			return nil
+			return f.withManager(io.Discard, func(m *safety.Manager) error {
+				st, err := m.Status()
+				if err == nil {
+					printFWStatus(stdout, st, f.runner())
+				}
+				return err
+			})
 		},
 	}
 	f.register(cmd, true)
@@ -553,16 +555,13 @@ func fwBoot(stdout, stderr io.Writer) *cobra.Command {
 			"Exit status: 0 done, 1 the load failed.",
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
-			m, closeLog, err := f.manager(nil, stderr)
-			if err != nil {
-				return fwErr(err)
-			}
-			defer closeLog()
-			if err := m.Boot(); err != nil {
-				return fwErr(err)
-			}
-			fmt.Fprintln(stdout, "boot: done")
-			return nil
+			return f.withManager(stderr, func(m *safety.Manager) error {
+				err := m.Boot()
+				if err == nil {
+					fmt.Fprintln(stdout, "boot: done")
+				}
+				return err
+			})
 		},
 	}
 	f.register(cmd, true)
@@ -580,16 +579,13 @@ func fwUninstall(stdout, stderr io.Writer) *cobra.Command {
 			"Exit status: 0 removed, 1 failed.",
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
-			m, closeLog, err := f.manager(nil, stderr)
-			if err != nil {
-				return fwErr(err)
-			}
-			defer closeLog()
-			if err := m.Uninstall(); err != nil {
-				return fwErr(err)
-			}
-			fmt.Fprintln(stdout, "table inet pbxgate removed; nothing is loaded at boot until the next apply")
-			return nil
+			return f.withManager(stderr, func(m *safety.Manager) error {
+				err := m.Uninstall()
+				if err == nil {
+					fmt.Fprintln(stdout, "table inet pbxgate removed; nothing is loaded at boot until the next apply")
+				}
+				return err
+			})
 		},
 	}
 	f.register(cmd, true)

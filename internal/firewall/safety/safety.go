@@ -465,16 +465,9 @@ func (m *Manager) Uninstall() error {
 		return err
 	}
 	defer unlock()
-	st, p, err := m.recoverLocked()
+	st, p, err := m.recoverOrSetAsideLocked("uninstall")
 	if err != nil {
-		if !errors.Is(err, ErrCorruptState) {
-			return err
-		}
-		m.log.Warn("corrupt state; uninstalling regardless", "err", err)
-		if qerr := m.quarantinePendingLocked(); qerr != nil {
-			return errors.Join(err, qerr)
-		}
-		st, p = persisted{}, nil
+		return err
 	}
 	if err := m.loader.Apply(m.remove); err != nil {
 		return fmt.Errorf("%w: removing our table: %w", ErrApply, err)
@@ -494,6 +487,22 @@ func (m *Manager) Uninstall() error {
 	}
 	m.log.Warn("host firewall policy uninstalled")
 	return nil
+}
+
+// recoverOrSetAsideLocked is recoverLocked for operations that must work
+// on a corrupt state (boot, uninstall): an unreadable pending record is set
+// aside for inspection and the operation goes on as if nothing were
+// pending.
+func (m *Manager) recoverOrSetAsideLocked(op string) (persisted, *Pending, error) {
+	st, p, err := m.recoverLocked()
+	if err == nil || !errors.Is(err, ErrCorruptState) {
+		return st, p, err
+	}
+	m.log.Warn("corrupt state; going on regardless", "operation", op, "err", err)
+	if qerr := m.quarantinePendingLocked(); qerr != nil {
+		return persisted{}, nil, errors.Join(err, qerr)
+	}
+	return st, nil, nil
 }
 
 // quarantinePendingLocked renames an unreadable pending.json to
@@ -595,16 +604,9 @@ func (m *Manager) Boot() error {
 		return err
 	}
 	defer unlock()
-	st, p, err := m.recoverLocked()
+	st, p, err := m.recoverOrSetAsideLocked("boot")
 	if err != nil {
-		if !errors.Is(err, ErrCorruptState) {
-			return err
-		}
-		// Load last-good regardless; keep the bad record for inspection.
-		m.log.Warn("corrupt state at boot", "err", err)
-		if err := m.quarantinePendingLocked(); err != nil {
-			return err
-		}
+		return err
 	}
 	if p != nil {
 		st.Last = Outcome{Generation: p.Generation, Result: ResultRolledBack, Reason: "boot", At: m.now()}
