@@ -41,6 +41,7 @@ type security struct {
 	adminWG   sync.WaitGroup
 	// fixed holds the settings that need a restart to change.
 	fixed struct{ adminAddr, adminSocket, storePath, recentEvents string }
+	kbl   kernelBLState // the kernel blacklist (firewall.kernel_blacklist)
 
 	srvMu   sync.Mutex // guards servers
 	servers map[closer]struct{}
@@ -217,6 +218,14 @@ func (g *Gateway) startSecurity(ctx context.Context, cfg *config.Config) (err er
 	}()
 	cleanup = append(cleanup, func() { _ = st.Close() })
 
+	// Before the admin token is made and shown: a gateway that cannot enforce
+	// bans in the kernel does not start.
+	kbl, err := g.newKernelBL(cfg)
+	if err != nil {
+		return err
+	}
+	cleanup = append(cleanup, kbl.stop)
+
 	token, created, err := admin.EnsureToken(ctx, st)
 	if err != nil {
 		return fmt.Errorf("admin token: %w", err)
@@ -234,12 +243,14 @@ func (g *Gateway) startSecurity(ctx context.Context, cfg *config.Config) (err er
 		Log:    g.base,
 		Recent: s.recent,
 		OnBan: func(p netip.Prefix) {
+			kbl.onBan(p)
 			if n := s.closeFrom(p); n > 0 {
 				g.log.Info("closed the banned source's connections", "src", p.String(), "connections", n)
 			}
 		},
 		// An operator's unban or allow also ends SIP flood blocks.
 		OnLift: func(p netip.Prefix) {
+			kbl.onLift(p)
 			if n := g.sip.Forget(p); n > 0 {
 				g.log.Info("lifted the SIP flood block", "src", p.String(), "sources", n)
 			}
@@ -268,6 +279,10 @@ func (g *Gateway) startSecurity(ctx context.Context, cfg *config.Config) (err er
 		<-s.runDone
 		_ = eng.Close()
 	})
+	if err := kbl.start(ctx); err != nil {
+		return err
+	}
+	s.kbl.run = kbl
 
 	var turnAPI admin.TURN
 	if g.turn != nil {
@@ -330,6 +345,7 @@ func (g *Gateway) startSecurity(ctx context.Context, cfg *config.Config) (err er
 func (g *Gateway) reloadSecurityLocked(cfg *config.Config) {
 	s := g.sec
 	s.configure(cfg)
+	g.reloadKernelBLLocked(cfg)
 	if e := s.engine.Load(); e != nil {
 		if err := e.Reconfigure(fraudConfig(cfg)); err != nil {
 			// build() checked the policy; this is a bug, keep the old one.
@@ -362,6 +378,8 @@ func (g *Gateway) stopSecurity(ctx context.Context) error {
 		_ = s.adminSrv.Close()
 		s.adminWG.Wait()
 	}
+	s.kbl.run.stop() // leaves the bans in the kernel
+	s.kbl.run = nil
 	if e := s.engine.Swap(nil); e != nil {
 		s.runCancel()
 		<-s.runDone

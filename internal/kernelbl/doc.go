@@ -9,7 +9,9 @@
 // "message too long". The caller's store is the truth: Reconcile makes the
 // kernel sets equal to the given entries, reading the kernel only over
 // netlink to compute the difference; overlapping prefixes are flattened into
-// non-overlapping ranges first (interval sets reject overlaps).
+// non-overlapping ranges first (interval sets reject overlaps). Subtract
+// cuts networks that must never be dropped (whitelist, trusted networks)
+// out of a list of bans before it is handed to Sync.
 //
 // The package does not decide who is banned (that is the fraud engine), does
 // not persist anything, and never touches the policy table `inet pbxgate` or

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -13,11 +12,13 @@ import (
 
 	"github.com/google/nftables"
 	"go.uber.org/goleak"
+
+	"github.com/pbxgate/pbxgate/internal/netnstest"
 )
 
-func newSync(t testing.TB, ns *netns, o Options) *Sync {
+func newSync(t testing.TB, ns *netnstest.NS, o Options) *Sync {
 	t.Helper()
-	o.NetNS = ns.fd
+	o.NetNS = ns.FD
 	s, err := New(o)
 	if err != nil {
 		t.Fatal(err)
@@ -41,25 +42,18 @@ func pfx(s string) netip.Prefix {
 // IPv6) while the client's other address still gets through; Remove lifts
 // it; a flush of the policy table does not.
 func TestBanBlocks(t *testing.T) {
-	l := newLab(t)
-	srv := l.serve(t)
-	s := newSync(t, l.srv, Options{})
+	netnstest.NeedPeers(t)
+	l := netnstest.NewLab(t)
+	srv := l.Serve(t)
+	s := newSync(t, l.Srv, Options{})
 	const wait = time.Second
 
-	// Before any ban every path works; a new IPv6 neighbour may take a
-	// few tries on a busy machine.
-	for _, c := range []struct{ src, dst netip.Addr }{{l.cliA4, l.srv4}, {l.cliB4, l.srv4}, {l.cliA6, l.srv6}, {l.cliB6, l.srv6}} {
-		deadline := time.Now().Add(15 * time.Second)
-		for !l.tcpOK(t, srv, c.src, c.dst, 2*wait) || !l.udpOK(t, srv, c.src, c.dst, 2*wait) {
-			if time.Now().After(deadline) {
-				t.Fatalf("before any ban: %v cannot reach %v", c.src, c.dst)
-			}
-		}
-	}
+	// Before any ban every path works.
+	l.WaitReachable(t, srv, 30*time.Second)
 
 	// IPv4 as a mapped /128 must land in bl4.
-	mapped := netip.PrefixFrom(netip.AddrFrom16(l.cliA4.As16()), 128)
-	if err := s.Add(Entry{Prefix: mapped, Expires: time.Now().Add(time.Hour)}, Entry{Prefix: pfx(l.cliA6.String())}); err != nil {
+	mapped := netip.PrefixFrom(netip.AddrFrom16(l.CliA4.As16()), 128)
+	if err := s.Add(Entry{Prefix: mapped, Expires: time.Now().Add(time.Hour)}, Entry{Prefix: pfx(l.CliA6.String())}); err != nil {
 		t.Fatal(err)
 	}
 	check := func(stage string, aBlocked bool) {
@@ -67,15 +61,15 @@ func TestBanBlocks(t *testing.T) {
 		probes := []struct {
 			src, dst netip.Addr
 			blocked  bool
-		}{{l.cliA4, l.srv4, aBlocked}, {l.cliB4, l.srv4, false}, {l.cliA6, l.srv6, aBlocked}, {l.cliB6, l.srv6, false}}
+		}{{l.CliA4, l.Srv4, aBlocked}, {l.CliB4, l.Srv4, false}, {l.CliA6, l.Srv6, aBlocked}, {l.CliB6, l.Srv6, false}}
 		if strings.HasPrefix(stage, "after") {
 			probes = probes[:2]
 		}
 		for _, c := range probes {
-			if got := l.tcpOK(t, srv, c.src, c.dst, wait); got == c.blocked {
+			if got := l.TCPOK(t, srv, c.src, c.dst, wait); got == c.blocked {
 				t.Errorf("%s: tcp from %v reached=%v, want %v", stage, c.src, got, !c.blocked)
 			}
-			if got := l.udpOK(t, srv, c.src, c.dst, wait); got == c.blocked {
+			if got := l.UDPOK(t, srv, c.src, c.dst, wait); got == c.blocked {
 				t.Errorf("%s: udp from %v reached=%v, want %v", stage, c.src, got, !c.blocked)
 			}
 		}
@@ -84,17 +78,17 @@ func TestBanBlocks(t *testing.T) {
 
 	// The firewall manager replaces its own table; ours is separate.
 	script := "table inet pbxgate {}\nflush table inet pbxgate\ntable inet pbxgate {\n chain input { type filter hook input priority 0; policy accept; }\n}\n"
-	cmd := exec.Command("ip", "netns", "exec", l.srv.name, "nft", "-f", "-")
+	cmd := l.Srv.Command(t, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("policy table: %v\n%s", err, out)
 	}
-	if out := run(t, "ip", "netns", "exec", l.srv.name, "nft", "list", "table", "inet", "pbxgate"); !strings.Contains(out, "hook input") {
+	if out := l.Srv.Exec(t, "nft", "list", "table", "inet", "pbxgate"); !strings.Contains(out, "hook input") {
 		t.Fatalf("policy table not loaded:\n%s", out)
 	}
 	check("after policy table reload", true)
 
-	if err := s.Remove(mapped, pfx(l.cliA6.String())); err != nil {
+	if err := s.Remove(mapped, pfx(l.CliA6.String())); err != nil {
 		t.Fatal(err)
 	}
 	check("removed", false)
@@ -106,11 +100,11 @@ type kview struct {
 	hi               netip.Addr
 }
 
-func readSet(t testing.TB, ns *netns, name string) map[netip.Addr]kview {
+func readSet(t testing.TB, ns *netnstest.NS, name string) map[netip.Addr]kview {
 	t.Helper()
-	c, err := nftables.New(nftables.WithNetNSFd(ns.fd)) // one socket per call
+	c, err := nftables.New(nftables.WithNetNSFd(ns.FD)) // one socket per call
 	if err != nil {
-		t.Fatalf("netlink in %s: %v", ns.name, err)
+		t.Fatalf("netlink in %s: %v", ns.Name, err)
 	}
 	tbl := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
 	set, err := c.GetSetByName(tbl, name)
@@ -153,8 +147,8 @@ type clock struct{ t time.Time }
 func (c *clock) now() time.Time { return c.t }
 
 func TestTimeoutsPerElement(t *testing.T) {
-	needPeers(t)
-	ns := newNS(t)
+	netnstest.NeedPeers(t)
+	ns := netnstest.NewNS(t)
 	clk := &clock{time.Now()}
 	s := newSync(t, ns, Options{Now: clk.now, Jitter: -1})
 	if err := s.Add(
@@ -193,8 +187,8 @@ func TestTimeoutsPerElement(t *testing.T) {
 }
 
 func TestReconcile(t *testing.T) {
-	needPeers(t)
-	ns := newNS(t)
+	netnstest.NeedPeers(t)
+	ns := netnstest.NewNS(t)
 	clk := &clock{time.Now()}
 	a := newSync(t, ns, Options{Now: clk.now, Jitter: -1})
 	h := clk.t.Add(time.Hour)
@@ -202,7 +196,7 @@ func TestReconcile(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Someone else adds an element by hand: our store does not list it.
-	run(t, "ip", "netns", "exec", ns.name, "nft", "add", "element", "inet", TableName, Set4Name, "{ 203.0.113.0/24 }")
+	ns.Exec(t, "nft", "add", "element", "inet", TableName, Set4Name, "{ 203.0.113.0/24 }")
 
 	// A new process: no mirror, store is the truth.
 	b := newSync(t, ns, Options{Now: clk.now, Jitter: -1, ReadEvery: -1})
@@ -240,8 +234,8 @@ func TestReconcile(t *testing.T) {
 }
 
 func TestEnsureIdempotent(t *testing.T) {
-	needPeers(t)
-	ns := newNS(t)
+	netnstest.NeedPeers(t)
+	ns := netnstest.NewNS(t)
 	s := newSync(t, ns, Options{})
 	if err := s.Add(Entry{Prefix: pfx("192.0.2.0/24")}, Entry{Prefix: pfx("2001:db8::1")}); err != nil {
 		t.Fatal(err)
@@ -251,7 +245,7 @@ func TestEnsureIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	out := run(t, "ip", "netns", "exec", ns.name, "nft", "list", "table", "inet", TableName)
+	out := ns.Exec(t, "nft", "list", "table", "inet", TableName)
 	for _, w := range []string{"192.0.2.0/24", "2001:db8::1", "priority raw", "ip saddr @bl4", "ip6 saddr @bl6", "flags interval,timeout"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("table lacks %q:\n%s", w, out)
@@ -266,7 +260,7 @@ func TestEnsureIdempotent(t *testing.T) {
 	if err := s.Uninstall(); err != nil {
 		t.Errorf("second Uninstall: %v", err)
 	}
-	if out := run(t, "ip", "netns", "exec", ns.name, "nft", "list", "tables"); strings.Contains(out, TableName) {
+	if out := ns.Exec(t, "nft", "list", "tables"); strings.Contains(out, TableName) {
 		t.Errorf("table still there: %s", out)
 	}
 	if err := s.Close(); err != nil {
@@ -291,8 +285,8 @@ func hosts(n int, exp time.Time) []Entry {
 }
 
 func TestLoad100k(t *testing.T) {
-	needPeers(t)
-	ns := newNS(t)
+	netnstest.NeedPeers(t)
+	ns := netnstest.NewNS(t)
 	s := newSync(t, ns, Options{})
 	entries := hosts(100_000, time.Now().Add(time.Hour))
 	start := time.Now()
@@ -321,8 +315,8 @@ func TestLoad100k(t *testing.T) {
 }
 
 func benchLoad(b *testing.B, n int) {
-	needPeers(b)
-	ns := newNS(b)
+	netnstest.NeedPeers(b)
+	ns := netnstest.NewNS(b)
 	s := newSync(b, ns, Options{})
 	entries := hosts(n, time.Now().Add(time.Hour))
 	b.ResetTimer()
@@ -343,8 +337,8 @@ func BenchmarkLoad100k(b *testing.B) { benchLoad(b, 100_000) }
 
 func TestRun(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	needPeers(t)
-	ns := newNS(t)
+	netnstest.NeedPeers(t)
+	ns := netnstest.NewNS(t)
 	s := newSync(t, ns, Options{ReadEvery: -1})
 	var mu sync.Mutex
 	list := []Entry{{Prefix: pfx("192.0.2.1")}}
@@ -370,4 +364,49 @@ func TestRun(t *testing.T) {
 	waitFor("192.0.2.9", true)
 	cancel()
 	<-done
+}
+
+// TestRulesKept: Ensure and Reconcile leave intact drop rules alone, so
+// their packet counters survive every resync; a tampered chain is
+// rewritten.
+func TestRulesKept(t *testing.T) {
+	netnstest.NeedPeers(t)
+	ns := netnstest.NewNS(t)
+	s := newSync(t, ns, Options{})
+	handles := func() string {
+		out := ns.Exec(t, "nft", "-a", "list", "chain", "inet", TableName, ChainName)
+		var hs []string
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "drop") {
+				_, h, _ := strings.Cut(line, "# handle ")
+				hs = append(hs, strings.TrimSpace(h))
+			}
+		}
+		return strings.Join(hs, ",")
+	}
+	before := handles()
+	if strings.Count(before, ",") != 1 {
+		t.Fatalf("drop rules after Ensure: %q", before)
+	}
+	if err := s.Reconcile([]Entry{{Prefix: pfx("192.0.2.1")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ensure(); err != nil {
+		t.Fatal(err)
+	}
+	if got := handles(); got != before {
+		t.Errorf("rules rewritten by Reconcile/Ensure: handles %s, were %s", got, before)
+	}
+
+	ns.Exec(t, "nft", "add", "rule", "inet", TableName, ChainName, "ip saddr 198.51.100.7 accept")
+	if err := s.Reconcile([]Entry{{Prefix: pfx("192.0.2.1")}}); err != nil {
+		t.Fatal(err)
+	}
+	out := ns.Exec(t, "nft", "list", "chain", "inet", TableName, ChainName)
+	if strings.Count(out, "drop") != 2 || strings.Contains(out, "198.51.100.7") {
+		t.Errorf("tampered chain not repaired:\n%s", out)
+	}
+	if got := handles(); got == before {
+		t.Errorf("tampered chain kept its rules")
+	}
 }

@@ -1,6 +1,7 @@
 package kernelbl
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -173,9 +174,11 @@ func (s *Sync) Close() error {
 }
 
 // Ensure creates the table, chain, sets and drop rules if they are missing,
-// in one atomic batch. It rewrites the chain's two rules (so a tampered
-// chain is repaired) and never removes set elements. A set that exists with
-// other flags or key type makes it fail; Uninstall first.
+// in one atomic batch. It rewrites the chain's rules when they are not
+// exactly the two drop rules (so a tampered chain is repaired) and leaves
+// them alone otherwise, keeping their packet counters; it never removes set
+// elements. A set that exists with other flags or key type makes it fail;
+// Uninstall first.
 func (s *Sync) Ensure() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -187,6 +190,11 @@ func (s *Sync) Ensure() error {
 
 func (s *Sync) ensureLocked() error {
 	c := s.conn
+	rules := [2][]expr.Any{
+		dropFrom(s.fams[0].set, unix.NFPROTO_IPV4, 12, 4),
+		dropFrom(s.fams[1].set, unix.NFPROTO_IPV6, 8, 16),
+	}
+	intact := s.chainIntactLocked(rules) // before the batch is queued
 	c.AddTable(s.table)
 	c.AddChain(s.chain)
 	for _, f := range s.fams {
@@ -194,13 +202,76 @@ func (s *Sync) ensureLocked() error {
 			return fmt.Errorf("kernelbl: set %s: %w", f.set.Name, err)
 		}
 	}
-	c.FlushChain(s.chain)
-	c.AddRule(&nftables.Rule{Table: s.table, Chain: s.chain, Exprs: dropFrom(s.fams[0].set, unix.NFPROTO_IPV4, 12, 4)})
-	c.AddRule(&nftables.Rule{Table: s.table, Chain: s.chain, Exprs: dropFrom(s.fams[1].set, unix.NFPROTO_IPV6, 8, 16)})
+	if !intact {
+		c.FlushChain(s.chain)
+		for _, r := range rules {
+			c.AddRule(&nftables.Rule{Table: s.table, Chain: s.chain, Exprs: r})
+		}
+	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("kernelbl: ensure table inet %s: %w", TableName, err)
 	}
 	return nil
+}
+
+// chainIntactLocked reports whether the chain holds exactly the given
+// rules, in order (counter values aside). A missing table or chain is not
+// intact.
+func (s *Sync) chainIntactLocked(want [2][]expr.Any) bool {
+	got, err := s.conn.GetRules(s.table, s.chain)
+	if err != nil || len(got) != len(want) {
+		return false
+	}
+	for i, r := range got {
+		if !sameExprs(r.Exprs, want[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// sameExprs compares the expressions dropFrom makes with those read back
+// from the kernel, field by field where it matters.
+func sameExprs(got, want []expr.Any) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for i := range want {
+		switch w := want[i].(type) {
+		case *expr.Meta:
+			g, ok := got[i].(*expr.Meta)
+			if !ok || g.Key != w.Key || g.Register != w.Register || g.SourceRegister != w.SourceRegister {
+				return false
+			}
+		case *expr.Cmp:
+			g, ok := got[i].(*expr.Cmp)
+			if !ok || g.Op != w.Op || g.Register != w.Register || !bytes.Equal(g.Data, w.Data) {
+				return false
+			}
+		case *expr.Payload:
+			g, ok := got[i].(*expr.Payload)
+			if !ok || g.Base != w.Base || g.Offset != w.Offset || g.Len != w.Len || g.DestRegister != w.DestRegister {
+				return false
+			}
+		case *expr.Lookup:
+			g, ok := got[i].(*expr.Lookup)
+			if !ok || g.SetName != w.SetName || g.SourceRegister != w.SourceRegister || g.Invert != w.Invert || g.IsDestRegSet {
+				return false
+			}
+		case *expr.Counter:
+			if _, ok := got[i].(*expr.Counter); !ok {
+				return false
+			}
+		case *expr.Verdict:
+			g, ok := got[i].(*expr.Verdict)
+			if !ok || g.Kind != w.Kind {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // dropFrom is `meta nfproto P <saddr> @set counter drop`.

@@ -1,0 +1,6 @@
+package banmirror
+
+import "errors"
+
+// ErrInvalid reports bad Options.
+var ErrInvalid = errors.New("banmirror: invalid options")
