@@ -33,6 +33,12 @@ func (c *Config) Warnings() []string {
 		}
 	}
 
+	for i, n := range c.Firewall.TrustedNetworks {
+		if p, err := ParseNetwork(n); err == nil && p.Bits() <= 1 {
+			warn(indexPath("firewall.trusted_networks", i), "%s trusts (nearly) every address: every port is open to it and no ban reaches the kernel", n)
+		}
+	}
+
 	for i, l := range c.Listeners {
 		p := indexPath("listeners", i)
 		if l.TLS != TLSNone && len(c.TLS.Certificates) == 0 {

@@ -30,6 +30,8 @@ func TestWarnings(t *testing.T) {
 			path: "fraud.enabled", at: "enabled: false", msg: "automatic bans are off"},
 		{name: "whitelist too wide", edits: []edit{{"[198.51.100.0/24, 2001:db8::/32]", "[0.0.0.0/1]"}},
 			path: "fraud.whitelist[0]", at: "0.0.0.0/1", msg: "whitelists a large part of the internet"},
+		{name: "firewall trusts everyone", edits: []edit{{"fraud:\n", "firewall:\n  trusted_networks: [\"::/1\"]\nfraud:\n"}},
+			path: "firewall.trusted_networks[0]", at: "::/1", msg: "trusts (nearly) every address"},
 		{name: "plain ldap on loopback", edits: []edit{{"protocols: [tcp]", "protocols: [tcp, ldap]"}}},
 		{name: "plain ldap on ipv6 loopback", edits: []edit{{"protocols: [tcp]", "protocols: [tcp, ldap]"}, {`address: "127.0.0.1:1194"`, `address: "[::1]:1194"`}}},
 		{name: "trust everyone", edits: []edit{{"trusted_proxies: [10.0.0.0/8]", "trusted_proxies: [10.0.0.0/8, 0.0.0.0/0]"}},
