@@ -112,13 +112,27 @@ func TestFirewallCLI(t *testing.T) {
 	l := newFWLab(t)
 	openCfg := l.config(t, "open", true, "")
 	closedCfg := l.config(t, "closed", false, "")
-	// A stand-in for the kernel blacklist table: no policy verb may touch it.
+	// The kernel blacklist's table with a ban: no policy verb may touch it.
 	l.Srv.Exec(t, "nft", "add table inet pbxgate_bl")
+	l.Srv.Exec(t, "nft", "add set inet pbxgate_bl bl4 { type ipv4_addr; flags interval,timeout; }")
+	l.Srv.Exec(t, "nft", "add element inet pbxgate_bl bl4 { 192.0.2.7 timeout 1h }")
+	banKept := func(t *testing.T) {
+		t.Helper()
+		if out := l.Srv.Exec(t, "nft", "list set inet pbxgate_bl bl4"); !strings.Contains(out, "192.0.2.7") {
+			t.Errorf("the kernel blacklist lost its ban:\n%s", out)
+		}
+	}
+
+	// Another tool's table: named as a warning, never touched.
+	l.Srv.Exec(t, "nft", "add table ip filter")
 
 	// plan and check change nothing.
 	out := l.mustFW(t, "plan", "-c", openCfg)
 	if !strings.Contains(out, "tcp dport "+strconv.Itoa(l.open.Port)+" accept") || !strings.Contains(out, "No ruleset applied yet") {
 		t.Fatalf("plan:\n%s", out)
+	}
+	if !strings.Contains(out, "warning: another firewall manager is active: iptables-nft (table ip filter)") {
+		t.Errorf("plan does not name the other table:\n%s", out)
 	}
 	l.mustFW(t, "check", "-c", openCfg)
 	if strings.Contains(l.tables(t), "inet pbxgate\n") {
@@ -152,6 +166,7 @@ func TestFirewallCLI(t *testing.T) {
 		if !strings.Contains(st, "rolled back") || !strings.Contains(st, "(deadline)") || !strings.Contains(st, "pending:    none") {
 			t.Errorf("status after the revert:\n%s", st)
 		}
+		banKept(t)
 	})
 
 	t.Run("confirm keeps the ruleset", func(t *testing.T) {
@@ -228,12 +243,13 @@ func TestFirewallCLI(t *testing.T) {
 	t.Run("uninstall removes our policy only", func(t *testing.T) {
 		l.mustFW(t, "uninstall", "-c", openCfg)
 		tables := l.tables(t)
-		if strings.Contains(tables, "inet pbxgate\n") || !strings.Contains(tables, "inet pbxgate_bl") {
+		if strings.Contains(tables, "inet pbxgate\n") || !strings.Contains(tables, "inet pbxgate_bl") || !strings.Contains(tables, "ip filter") {
 			t.Fatalf("tables after uninstall:\n%s", tables)
 		}
 		if !l.reach(t, l.closed) {
 			t.Error("ports still closed after uninstall")
 		}
+		banKept(t)
 		l.mustFW(t, "boot", "--state-dir", filepath.Join(l.dir, "fw"))
 		if strings.Contains(l.tables(t), "inet pbxgate\n") {
 			t.Error("boot loaded a policy after uninstall")
