@@ -31,27 +31,39 @@ import (
 // Protocol on the child's standard streams: the child prints "ready" once
 // its attackers are set up, starts them when it reads "go", and prints one
 // JSON attackResult line when done. End of input aborts it.
+//
+// Bounds. Each attacker is one goroutine making one attempt at a time, so
+// at most -attackers connections (and, while dialing, one context watcher
+// goroutine of the net package each) exist at once. A connection attempt
+// waits at most -connect-timeout for the handshake (a source whose SYNs a
+// kernel blacklist drops gets no answer at all and would otherwise block
+// until the kernel gives up, about two minutes), and a whole attempt at most
+// -timeout; neither waits past the end of the phase.
 
 // outcome classifies one attacker attempt.
 type outcome int
 
 const (
-	answered401   outcome = iota // the login was refused: 401
-	answeredOther                // some other status
-	refused                      // connection refused, or closed without an answer
-	timedOut                     // no answer within -timeout
-	otherError                   // anything else, e.g. no local port left to connect from
-	unfinished                   // cut short by the end of the phase
+	answered401     outcome = iota // the login was refused: 401
+	answeredOther                  // some other status
+	refused                        // connection refused, or closed without an answer
+	connectTimedOut                // no handshake within -connect-timeout: the SYN went unanswered (dropped)
+	timedOut                       // connected, but no answer within -timeout
+	otherError                     // anything else, e.g. no local port left to connect from
+	unfinished                     // cut short by the end of the phase
 )
 
-// attackerStats is one attacker's tally.
+// attackerStats is one attacker's tally. A "refusal" below is any sign of
+// a ban: a connection refused or closed without an answer (pbxgate drops a
+// banned source at accept), or a handshake that never completed (the kernel
+// blacklist drops its SYNs).
 type attackerStats struct {
-	attempts, n401, other, refused, timeouts, errs, unfinished int
-	firstRefusal                                               int           // attempts answered before the first refusal; -1: never refused
-	answeredAfterBan, attemptsAfterBan                         int           // after the first refusal
-	refusedAt                                                  time.Duration // when the first refusal came, from the start
-	lastAnswerAt                                               time.Duration // when the last answer before it came
-	firstErr                                                   string
+	attempts, n401, other, refused, connTimeouts, timeouts, errs, unfinished int
+	firstRefusal                                                             int           // attempts answered before the first refusal; -1: never refused
+	answeredAfterBan, attemptsAfterBan                                       int           // after the first refusal
+	refusedAt                                                                time.Duration // when the first refusal came, from the start
+	lastAnswerAt                                                             time.Duration // when the last answer before it came
+	firstErr                                                                 string
 }
 
 func (s *attackerStats) add(o outcome, err error) {
@@ -67,8 +79,12 @@ func (s *attackerStats) add(o outcome, err error) {
 		s.n401++
 	case answeredOther:
 		s.other++
-	case refused:
-		s.refused++
+	case refused, connectTimedOut:
+		if o == refused {
+			s.refused++
+		} else {
+			s.connTimeouts++
+		}
 		if s.firstRefusal < 0 {
 			s.firstRefusal = s.n401 + s.other
 		}
@@ -79,7 +95,7 @@ func (s *attackerStats) add(o outcome, err error) {
 	case unfinished:
 		s.unfinished++
 	}
-	if err != nil && s.firstErr == "" && o != refused && o != unfinished {
+	if err != nil && s.firstErr == "" && o != refused && o != connectTimedOut && o != unfinished {
 		s.firstErr = err.Error()
 	}
 }
@@ -93,11 +109,16 @@ type attackResult struct {
 	Answered401    int     `json:"answered_401"`
 	AnsweredOther  int     `json:"answered_other"`
 	Refused        int     `json:"refused"`
-	Timeouts       int     `json:"timeouts"`
-	Errors         int     `json:"errors"`
-	Unfinished     int     `json:"unfinished"`
+	// ConnectTimeouts are attempts whose handshake did not complete within
+	// the connect timeout (SYNs dropped, by the kernel blacklist); Timeouts
+	// are connected attempts that got no answer in time.
+	ConnectTimeouts int     `json:"connect_timeouts"`
+	Timeouts        int     `json:"timeouts"`
+	ConnectTimeout  float64 `json:"connect_timeout_s"`
+	Errors          int     `json:"errors"`
+	Unfinished      int     `json:"unfinished"`
 	// AnsweredBeforeBan sums, over the attackers, the answers each got
-	// before its first refused attempt; NeverRefused counts attackers that
+	// before its first refused (or connect-timed-out) attempt; NeverRefused counts attackers that
 	// were never refused (not banned, or the phase ended first).
 	AnsweredBeforeBan int `json:"answered_before_ban"`
 	NeverRefused      int `json:"attackers_never_refused"`
@@ -130,6 +151,7 @@ func summarizeAttack(all []attackerStats, dur time.Duration) attackResult {
 		r.Answered401 += s.n401
 		r.AnsweredOther += s.other
 		r.Refused += s.refused
+		r.ConnectTimeouts += s.connTimeouts
 		r.Timeouts += s.timeouts
 		r.Errors += s.errs
 		r.Unfinished += s.unfinished
@@ -157,13 +179,14 @@ func summarizeAttack(all []attackerStats, dur time.Duration) attackResult {
 
 // attacker is one brute-forcing source.
 type attacker struct {
-	idx      int
-	src      *net.TCPAddr
-	target   string
-	host     string
-	timeout  time.Duration
-	attempts int
-	buf      []byte
+	idx         int
+	src         *net.TCPAddr
+	target      string
+	host        string
+	timeout     time.Duration // a whole attempt
+	connTimeout time.Duration // its handshake; at most timeout
+	attempts    int
+	buf         []byte
 }
 
 // run makes up to a.attempts attempts from start until deadline, each on a
@@ -195,10 +218,18 @@ func (a *attacker) attempt(ctx context.Context, k int, end time.Time, br *bufio.
 	if end.Before(deadline) {
 		deadline, cut = end, true
 	}
-	d := net.Dialer{LocalAddr: a.src, Deadline: deadline}
+	dialDeadline, dialCut := deadline, cut
+	if ct := time.Now().Add(a.connTimeout); a.connTimeout > 0 && ct.Before(dialDeadline) {
+		dialDeadline, dialCut = ct, false
+	}
+	d := net.Dialer{LocalAddr: a.src, Deadline: dialDeadline}
 	c, err := d.DialContext(ctx, "tcp", a.target)
 	if err != nil {
-		return classify(err, cut), err
+		o := classify(err, dialCut)
+		if o == timedOut {
+			o = connectTimedOut
+		}
+		return o, err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(deadline)
@@ -257,10 +288,12 @@ func attackMain(args []string) error {
 	attempts := fs.Int("attempts", 2000, "attempts per attacker at most")
 	dur := fs.Duration("duration", 20*time.Second, "how long the flood lasts")
 	timeout := fs.Duration("timeout", 5*time.Second, "per attempt")
+	connTimeout := fs.Duration("connect-timeout", time.Second, "per connection handshake (at most -timeout)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *target == "" || *n < 1 || *n > maxAttackers || *attempts < 1 || *dur <= 0 || *timeout <= 0 {
+	if *target == "" || *n < 1 || *n > maxAttackers || *attempts < 1 || *dur <= 0 || *timeout <= 0 ||
+		*connTimeout <= 0 || *connTimeout > *timeout {
 		return errors.New("attack: bad arguments")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -272,7 +305,7 @@ func attackMain(args []string) error {
 	for i := range atts {
 		atts[i] = &attacker{
 			idx: i, src: net.TCPAddrFromAddrPort(netip.AddrPortFrom(attackerAddr(i), 0)),
-			target: *target, host: *host, timeout: *timeout, attempts: *attempts,
+			target: *target, host: *host, timeout: *timeout, connTimeout: *connTimeout, attempts: *attempts,
 		}
 	}
 	in := bufio.NewScanner(os.Stdin)
@@ -294,5 +327,6 @@ func attackMain(args []string) error {
 	}
 	wg.Wait()
 	res := summarizeAttack(stats, time.Since(start))
+	res.ConnectTimeout = connTimeout.Seconds()
 	return json.NewEncoder(os.Stdout).Encode(res)
 }

@@ -22,6 +22,10 @@ type gatewayConfig struct {
 	BlacklistFor string // fraud.blacklist_for, a pbxgate duration
 	SuspectRate  int    // fraud.suspect_rate
 	MaxConns     int    // limits.max_connections
+	// KernelBlacklist turns on firewall.kernel_blacklist: pbxgate mirrors
+	// its bans into the nftables table inet pbxgate_bl of its network
+	// namespace (needs CAP_NET_ADMIN there).
+	KernelBlacklist bool
 }
 
 // configTemplate: access log off and level warn so that logging does not
@@ -55,6 +59,11 @@ fraud:
   suspicious_per_minute: {{.Threshold}}
   blacklist_for: {{q .BlacklistFor}}
   suspect_rate: {{.SuspectRate}}
+{{- if .KernelBlacklist}}
+firewall:
+  kernel_blacklist:
+    enabled: true
+{{- end}}
 `))
 
 // yamlString quotes s as a JSON string, which YAML reads as the same string.

@@ -18,7 +18,19 @@
 //   - phase "quiet": the users alone, the baseline;
 //   - phase "flood": the same users while attackers from 127.2.x.y each send
 //     wrong passwords as fast as they can on a new connection per attempt
-//     (at most -attempts each).
+//     (at most -attempts each, one at a time, each connection attempt given
+//     up after -connect-timeout).
+//
+// With -kernel-blacklist pbxgate's configuration enables
+// firewall.kernel_blacklist: pbxgate mirrors its bans into the nftables
+// table inet pbxgate_bl of the network namespace it runs in, whose
+// prerouting chain (priority raw) drops a banned source's packets before
+// they reach pbxgate; a banned attacker's connection attempts then time out
+// instead of being refused. That needs CAP_NET_ADMIN and changes the
+// namespace's nftables: run it as root in a network namespace of its own
+// (bench/fraud.sh does, with BENCH_FRAUD_KERNEL). fraudflood then also
+// reads the chain's drop counters over netlink, second by second, and
+// checks that the set holds the banned attackers.
 //
 // The backend and the attackers run in child processes (this program
 // re-executed), so that the operating system, not one Go scheduler, shares
@@ -31,9 +43,16 @@
 // attacker got before its ban (the burst the fraud policy lets through,
 // then the banned flood); the flood second by second with pbxgate's CPU
 // time and each CPU's load; what the attackers got (answers before their
-// ban, refused connections); the bans pbxgate logged ("source banned" lines
-// in its log) and its error lines; PASS or FAIL against the targets.
+// ban, refused connections, connection attempts that timed out); the
+// packets the kernel dropped (with -kernel-blacklist); the bans pbxgate
+// logged ("source banned" lines in its log) and its error lines; PASS or
+// FAIL against the targets.
 // Exit status: 0 pass, 1 a target or check missed, 2 the run failed.
+//
+// "fraudflood compare FILE.json..." prints the runs' JSON results side by
+// side (one line per run: mode, p99 quiet and flooded, their ratio,
+// success, what the attackers got, kernel drops, verdict); its exit status
+// is 0 when every run passed, 1 when not, 2 on error.
 //
 // Linux only (many loopback source addresses, timerfd, /proc). It does not
 // build pbxgate (bench/fraud.sh does) and does not pin CPUs itself: run it
@@ -74,6 +93,7 @@ type options struct {
 	attackers    int
 	attempts     int
 	timeout      time.Duration
+	connTimeout  time.Duration
 	late         time.Duration
 	attackerNice int
 	threshold    int
@@ -87,12 +107,16 @@ type options struct {
 	meta         metaFlag
 	settle       time.Duration
 	control      bool
+	kernelBL     bool
 }
 
 func main() {
 	log.SetFlags(0)
 	log.SetPrefix("fraudflood: ")
 	if len(os.Args) > 1 {
+		if os.Args[1] == "compare" {
+			os.Exit(compareMain(os.Stdout, os.Args[2:]))
+		}
 		sub := map[string]func([]string) error{"attack": attackMain, "backend": backendMain}[os.Args[1]]
 		if sub != nil {
 			if err := sub(os.Args[2:]); err != nil {
@@ -114,6 +138,8 @@ func main() {
 	flag.IntVar(&o.attackers, "attackers", 1000, "attacker source addresses")
 	flag.IntVar(&o.attempts, "attempts", 2000, "attempts per attacker at most")
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Second, "per request (legitimate and attacker)")
+	flag.DurationVar(&o.connTimeout, "connect-timeout", time.Second, "attackers: give up a connection attempt (a handshake) after this long, at most -timeout")
+	flag.BoolVar(&o.kernelBL, "kernel-blacklist", false, "enable pbxgate's firewall.kernel_blacklist and count the kernel's drops (root, in a network namespace of its own)")
 	flag.DurationVar(&o.late, "late", time.Millisecond, "a legitimate request sent more than this after its due time counts as late")
 	flag.IntVar(&o.attackerNice, "attacker-nice", 10, "nice value of the attacker process (0: as the rest)")
 	flag.IntVar(&o.threshold, "threshold", 10, "pbxgate fraud.suspicious_per_minute")
@@ -169,9 +195,10 @@ func (o *options) validate() error {
 		name string
 		v    time.Duration
 		min  time.Duration
-	}{{"warmup", o.warmup, 0}, {"quiet", o.quiet, time.Second}, {"flood", o.flood, time.Second}, {"timeout", o.timeout, 10 * time.Millisecond}, {"late", o.late, 0}, {"settle", o.settle, 0}} {
+	}{{"warmup", o.warmup, 0}, {"quiet", o.quiet, time.Second}, {"flood", o.flood, time.Second}, {"timeout", o.timeout, 10 * time.Millisecond}, {"connect-timeout", o.connTimeout, time.Millisecond}, {"late", o.late, 0}, {"settle", o.settle, 0}} {
 		check(d.v >= d.min && d.v <= time.Hour, "-%s %v: want %v..1h", d.name, d.v, d.min)
 	}
+	check(o.connTimeout <= o.timeout, "-connect-timeout %v: want at most -timeout %v", o.connTimeout, o.timeout)
 	check(o.threshold >= 1, "-threshold %d: want at least 1", o.threshold)
 	check(o.suspectRate >= 1, "-suspect-rate %d: want at least 1", o.suspectRate)
 	check(o.attackerNice >= 0 && o.attackerNice <= 19, "-attacker-nice %d: want 0..19", o.attackerNice)
@@ -199,6 +226,7 @@ type report struct {
 	FloodBanned *phaseStats  `json:"flood_after_burst,omitempty"`
 	Ratio       float64      `json:"p99_ratio"`
 	Attack      attackResult `json:"attack"`
+	Kernel      *kernelStats `json:"kernel_blacklist,omitempty"` // with -kernel-blacklist
 	Bans        banStats     `json:"bans"`
 	Gateway     gatewayStats `json:"pbxgate"`
 	Verdict     verdict      `json:"verdict"`
@@ -250,6 +278,22 @@ func countBans(lines []banLine, extra int, floodStart time.Time, attackers int) 
 	return st
 }
 
+// kernelStats is what the kernel blacklist did (-kernel-blacklist).
+type kernelStats struct {
+	// DropsQuiet, DropsFlood and DropsAfter are the packets the chain's
+	// rules dropped during the quiet phase, the flood phase, and from the
+	// flood's end until pbxgate stopped.
+	DropsQuiet uint64 `json:"drops_quiet"`
+	DropsFlood uint64 `json:"drops_flood"`
+	DropsAfter uint64 `json:"drops_after"`
+	// Covered is how many of the banned attackers the set bl4 held at the
+	// end; Banned how many attackers pbxgate had banned by then.
+	Covered int `json:"attackers_in_set"`
+	Banned  int `json:"attackers_banned"`
+	// Error is the first failure to read the kernel's state.
+	Error string `json:"error,omitempty"`
+}
+
 // verdict compares a run with the targets.
 type verdict struct {
 	MinSuccessPct float64  `json:"target_min_success_pct"`
@@ -280,6 +324,16 @@ func judge(r *report, minSuccess, maxRatio float64) verdict {
 		v.Problems = append(v.Problems, fmt.Sprintf("%d of %d attempts after an attacker's first refusal were still answered (over 1 %%)",
 			r.Attack.AnsweredAfterBan, n))
 	}
+	if k := r.Kernel; k != nil {
+		switch {
+		case k.Error != "":
+			v.Problems = append(v.Problems, "kernel blacklist: "+k.Error)
+		case k.DropsFlood == 0:
+			v.Problems = append(v.Problems, "the kernel dropped no packet during the flood: the bans never reached it")
+		case k.Covered < k.Banned:
+			v.Problems = append(v.Problems, fmt.Sprintf("the kernel set holds %d of the %d banned attackers", k.Covered, k.Banned))
+		}
+	}
 	if r.Gateway.ExitProblem != "" {
 		v.Problems = append(v.Problems, "pbxgate: "+r.Gateway.ExitProblem)
 	}
@@ -291,6 +345,11 @@ func judge(r *report, minSuccess, maxRatio float64) verdict {
 func run(ctx context.Context, o options) (rep *report, err error) {
 	if err := raiseNoFile(o); err != nil {
 		return nil, err
+	}
+	if o.kernelBL {
+		if err := ownNetNS(); err != nil {
+			return nil, err
+		}
 	}
 	for _, a := range []string{legitAddr(0).String(), legitAddr(o.users - 1).String(), attackerAddr(o.attackers - 1).String()} {
 		ln, err := net.Listen("tcp", net.JoinHostPort(a, "0"))
@@ -336,6 +395,7 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 	conf, err := renderConfig(gatewayConfig{
 		DataDir: filepath.Join(work, "data"), Listen: listen, Backend: backendAddr, Host: o.host,
 		Threshold: o.threshold, BlacklistFor: o.blacklistFor, SuspectRate: o.suspectRate, MaxConns: max(10000, 2*(o.users+o.attackers)),
+		KernelBlacklist: o.kernelBL,
 	})
 	if err != nil {
 		return nil, err
@@ -365,6 +425,31 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 	}()
 	if err := gw.waitListening(listen, 15*time.Second); err != nil {
 		return nil, err
+	}
+	var kern *kernelBL
+	if o.kernelBL {
+		// pbxgate creates the table before it listens; a missing table
+		// means it enforces nothing in the kernel, and the run is void.
+		if kern, err = openKernelBL(); err != nil {
+			return nil, err
+		}
+		defer kern.close()
+		if _, err := kern.drops(); err != nil {
+			return nil, fmt.Errorf("%w (pbxgate runs with firewall.kernel_blacklist enabled)\n%s", err, gw.logTail())
+		}
+		rep.Kernel = &kernelStats{}
+	}
+	// kernelDrops reads the kernel's drop counter; the first failure is
+	// kept in the report (and fails the run's checks).
+	kernelDrops := func() uint64 {
+		if kern == nil {
+			return 0
+		}
+		n, err := kern.drops()
+		if err != nil && rep.Kernel.Error == "" {
+			rep.Kernel.Error = err.Error()
+		}
+		return n
 	}
 
 	// The legitimate users, each checked once (which also opens its
@@ -405,7 +490,7 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 	// The attackers, set up and waiting.
 	att, err := startChild(self, o.attackerNice, "attack", "-target", listen, "-host", o.host,
 		"-attackers", strconv.Itoa(o.attackers), "-attempts", strconv.Itoa(o.attempts),
-		"-duration", o.flood.String(), "-timeout", o.timeout.String())
+		"-duration", o.flood.String(), "-timeout", o.timeout.String(), "-connect-timeout", o.connTimeout.String())
 	if err != nil {
 		return nil, err
 	}
@@ -416,23 +501,26 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 
 	if o.warmup > 0 {
 		logf("warm-up %v", o.warmup)
-		if _, _, _, err := runPhase(ctx, clients, direct, o, o.warmup, nil, gw.cmd.Process.Pid); err != nil {
+		if _, _, _, err := runPhase(ctx, clients, direct, o, o.warmup, nil, gw.cmd.Process.Pid, nil); err != nil {
 			return nil, err
 		}
 	}
 	logf("quiet phase %v: %d users, %d req/s", o.quiet, o.users, o.rate)
-	if rep.Quiet, rep.QuietDirect, _, err = runPhase(ctx, clients, direct, o, o.quiet, nil, gw.cmd.Process.Pid); err != nil {
+	k0 := kernelDrops()
+	if rep.Quiet, rep.QuietDirect, _, err = runPhase(ctx, clients, direct, o, o.quiet, nil, gw.cmd.Process.Pid, kern); err != nil {
 		return nil, err
 	}
+	k1 := kernelDrops()
 	logf("flood phase %v: %d users, %d req/s, %d attackers", o.flood, o.users, o.rate, o.attackers)
 	var floodStart time.Time
 	var floodSamples []sample
 	if rep.Flood, rep.FloodDirect, floodSamples, err = runPhase(ctx, clients, direct, o, o.flood, func() error {
 		floodStart = time.Now()
 		return att.send("go")
-	}, gw.cmd.Process.Pid); err != nil {
+	}, gw.cmd.Process.Pid, kern); err != nil {
 		return nil, err
 	}
+	k2 := kernelDrops()
 	rep.Gateway.PeakRSSKiB = peakRSS(gw.cmd.Process.Pid)
 	if rep.Attack, err = attackReport(att, o.flood+o.timeout+30*time.Second); err != nil {
 		return nil, err
@@ -459,6 +547,17 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 	want := rep.Attack.Attackers - rep.Attack.NeverRefused
 	logf("waiting for pbxgate to log the bans of %d attackers (at most %v)", want, o.settle)
 	gw.waitBans(want, 5*time.Second, o.settle)
+	if kern != nil {
+		addrs := make([]netip.Addr, o.attackers)
+		for i := range addrs {
+			addrs[i] = attackerAddr(i)
+		}
+		n, err := kern.covered(addrs)
+		if err != nil && rep.Kernel.Error == "" {
+			rep.Kernel.Error = err.Error()
+		}
+		rep.Kernel.Covered = n
+	}
 	stopped = true
 	if err := gw.stop(15 * time.Second); err != nil {
 		rep.Gateway.ExitProblem = err.Error()
@@ -467,6 +566,11 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 	rep.Bans = countBans(gw.bans, gw.moreBans, floodStart, o.attackers)
 	rep.Gateway.ErrorLines = gw.errors
 	gw.mu.Unlock()
+	if kern != nil {
+		k3 := kernelDrops() // the table outlives pbxgate
+		rep.Kernel.DropsQuiet, rep.Kernel.DropsFlood, rep.Kernel.DropsAfter = grown(k0, k1), grown(k1, k2), grown(k2, k3)
+		rep.Kernel.Banned = rep.Bans.Attackers
+	}
 	if rep.Quiet.P99 > 0 {
 		rep.Ratio = roundTo(rep.Flood.P99/rep.Quiet.P99, 3)
 	}
@@ -474,10 +578,20 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 	return rep, nil
 }
 
+// grown returns b-a, or 0 when a counter read as b failed (0) or went
+// backwards.
+func grown(a, b uint64) uint64 {
+	if b < a {
+		return 0
+	}
+	return b - a
+}
+
 // runPhase runs the legitimate load for d, and the control user direct
 // (when not nil) half a user's interval after user 0. begin, when not nil,
 // is called just before the first request is due (to start the attackers).
-func runPhase(ctx context.Context, clients []*legitClient, direct *legitClient, o options, d time.Duration, begin func() error, pid int) (users, control *phaseStats, samples []sample, err error) {
+// kern, when not nil, is read every second for the kernel's drops.
+func runPhase(ctx context.Context, clients []*legitClient, direct *legitClient, o options, d time.Duration, begin func() error, pid int, kern *kernelBL) (users, control *phaseStats, samples []sample, err error) {
 	total := slotCount(d, o.rate)
 	cpu0, _ := cpuSeconds(pid)
 	tcp0 := readCounters()
@@ -511,9 +625,14 @@ func runPhase(ctx context.Context, clients []*legitClient, direct *legitClient, 
 	stopSampler := make(chan struct{})
 	var swg sync.WaitGroup
 	busyBySecond := make([][]cpuShare, nsec)
+	dropsBySecond := make([]uint64, nsec)
 	swg.Go(func() {
 		prev := cpu0
 		t0 := cpuTimes()
+		var kd0 uint64
+		if kern != nil {
+			kd0, _ = kern.drops() // a failure shows in the phase totals
+		}
 		for k := range nsec {
 			select {
 			case <-stopSampler:
@@ -525,6 +644,11 @@ func runPhase(ctx context.Context, clients []*legitClient, direct *legitClient, 
 			t1 := cpuTimes()
 			busyBySecond[k] = cpuShares(t0, t1)
 			t0 = t1
+			if kern != nil {
+				if kd, err := kern.drops(); err == nil && kd >= kd0 {
+					dropsBySecond[k], kd0 = kd-kd0, kd
+				}
+			}
 		}
 	})
 	wg.Wait()
@@ -552,6 +676,9 @@ func runPhase(ctx context.Context, clients []*legitClient, direct *legitClient, 
 	for k := range st.Seconds {
 		st.Seconds[k].GatewayCPU = cpuBySecond[k]
 		st.Seconds[k].CPUs = busyBySecond[k]
+		if kern != nil {
+			st.Seconds[k].KernelDrops = dropsBySecond[k]
+		}
 	}
 	if firstErr != nil {
 		st.FirstError = firstErr.Error()
@@ -587,6 +714,26 @@ func raiseNoFile(o options) error {
 		return fmt.Errorf("open-file limit %d, need %d for %d attackers: raise the hard limit (ulimit -Hn, as root)", lim.Cur, need, o.attackers)
 	}
 	return nil
+}
+
+// ownNetNS fails unless this process runs in a named network namespace
+// (one of /run/netns, made by ip netns add), so that -kernel-blacklist never
+// changes the host's: pbxgate creates table inet pbxgate_bl in its
+// namespace and, on purpose, leaves it behind.
+func ownNetNS() error {
+	var self syscall.Stat_t
+	if err := syscall.Stat("/proc/self/ns/net", &self); err != nil {
+		return fmt.Errorf("-kernel-blacklist: which network namespace is this: %w", err)
+	}
+	names, _ := os.ReadDir("/run/netns") // none: not in a named one
+	for _, n := range names {
+		var st syscall.Stat_t
+		if syscall.Stat(filepath.Join("/run/netns", n.Name()), &st) == nil && st.Dev == self.Dev && st.Ino == self.Ino {
+			return nil
+		}
+	}
+	return errors.New("-kernel-blacklist: run fraudflood in a network namespace of its own (ip netns add NS; ip netns exec NS fraudflood ..., " +
+		"as bench/fraud.sh does with BENCH_FRAUD_KERNEL=1): pbxgate would leave table inet pbxgate_bl in this one")
 }
 
 // freeAddr returns a loopback address with a port free right now.
@@ -631,6 +778,7 @@ func setup(o options, listen string) map[string]any {
 		"timeout_s": o.timeout.Seconds(), "late_ms": float64(o.late) / 1e6, "attacker_nice": o.attackerNice,
 		"suspicious_per_minute": o.threshold, "blacklist_for": o.blacklistFor, "suspect_rate": o.suspectRate,
 		"pbxgate_cpus": o.pbxCPUs, "pbxgate_gomaxprocs": o.pbxProcs, "listen": listen,
+		"attacker_connect_timeout_s": o.connTimeout.Seconds(), "kernel_blacklist": o.kernelBL,
 	}
 }
 

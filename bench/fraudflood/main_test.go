@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -169,9 +171,18 @@ func TestSummarize(t *testing.T) {
 // TestRenderedConfigLoads: the generated configuration is one pbxgate
 // accepts, and says what the benchmark means it to.
 func TestRenderedConfigLoads(t *testing.T) {
+	for _, kernel := range []bool{false, true} {
+		t.Run(fmt.Sprintf("kernel_blacklist=%v", kernel), func(t *testing.T) {
+			testRenderedConfig(t, kernel)
+		})
+	}
+}
+
+func testRenderedConfig(t *testing.T, kernel bool) {
 	data, err := renderConfig(gatewayConfig{
 		DataDir: "/tmp/fraud flood/data", Listen: "127.0.0.1:40001", Backend: "127.0.0.1:40002",
 		Host: "portal.bench", Threshold: 10, BlacklistFor: "30m", SuspectRate: 200, MaxConns: 10000,
+		KernelBlacklist: kernel,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -181,6 +192,10 @@ func TestRenderedConfigLoads(t *testing.T) {
 		t.Fatalf("pbxgate rejects the generated config: %v\n%s", err, data)
 	}
 	switch {
+	case c.Firewall.KernelBlacklist.Enabled != kernel:
+		t.Errorf("firewall.kernel_blacklist.enabled %v, want %v\n%s", c.Firewall.KernelBlacklist.Enabled, kernel, data)
+	case len(c.Firewall.Roles) != 0 || len(c.Firewall.TrustedNetworks) != 0:
+		t.Errorf("firewall %+v: only the kernel blacklist is meant", c.Firewall)
 	case c.DataDir != "/tmp/fraud flood/data":
 		t.Errorf("data_dir %q", c.DataDir)
 	case len(c.Listeners) != 1 || c.Listeners[0].Address != "127.0.0.1:40001" || c.Listeners[0].TLS != "none":
@@ -303,15 +318,25 @@ func TestAttackerTally(t *testing.T) {
 	for _, o := range []outcome{answered401, answered401, timedOut, refused, refused, answered401, unfinished} {
 		s.add(o, errors.New("x"))
 	}
-	if s.attempts != 7 || s.n401 != 3 || s.refused != 2 || s.timeouts != 1 || s.unfinished != 1 {
+	if s.attempts != 7 || s.n401 != 3 || s.refused != 2 || s.timeouts != 1 || s.unfinished != 1 || s.connTimeouts != 0 {
 		t.Errorf("counts %+v", s)
 	}
 	if s.firstRefusal != 2 || s.attemptsAfterBan != 3 || s.answeredAfterBan != 1 {
 		t.Errorf("ban accounting %+v: want 2 answers before the first refusal, 3 attempts and 1 answer after", s)
 	}
-	r := summarizeAttack([]attackerStats{s, {firstRefusal: -1, attempts: 1, n401: 1}}, 2*time.Second)
-	if r.Attempts != 8 || r.NeverRefused != 1 || r.AnsweredBeforeBan != 2 || r.AttemptsPerSec != 4 ||
-		r.BeforeBanHistogram["2"] != 1 || r.BeforeBanHistogram["never"] != 1 {
+	// A source the kernel drops: its handshakes time out, which counts as
+	// the ban's sign as a refusal does; a timeout after connecting does not.
+	k := attackerStats{firstRefusal: -1}
+	for _, o := range []outcome{answered401, timedOut, answered401, connectTimedOut, refused, connectTimedOut} {
+		k.add(o, errors.New("x"))
+	}
+	if k.connTimeouts != 2 || k.refused != 1 || k.timeouts != 1 || k.firstRefusal != 2 || k.attemptsAfterBan != 2 || k.answeredAfterBan != 0 {
+		t.Errorf("kernel-dropped attacker %+v: want 2 connect timeouts, first refusal after 2 answers", k)
+	}
+	r := summarizeAttack([]attackerStats{s, {firstRefusal: -1, attempts: 1, n401: 1}, k}, 2*time.Second)
+	if r.Attempts != 14 || r.NeverRefused != 1 || r.AnsweredBeforeBan != 4 || r.AttemptsPerSec != 7 ||
+		r.Refused != 3 || r.ConnectTimeouts != 2 || r.Timeouts != 2 ||
+		r.BeforeBanHistogram["2"] != 2 || r.BeforeBanHistogram["never"] != 1 {
 		t.Errorf("summarizeAttack = %+v", r)
 	}
 	if got := histogram(map[string]int{"never": 1, "11": 2, "9": 3, "10": 4}); got != "9: 3, 10: 4, 11: 2, never: 1" {
@@ -340,6 +365,10 @@ func TestJudge(t *testing.T) {
 		{"nobody banned", func(r *report) { r.Bans.Attackers = 0 }, false, true, true},
 		{"a user banned", func(r *report) { r.Bans.Legit = 1 }, false, true, true},
 		{"banned attackers still answered", func(r *report) { r.Attack.AnsweredAfterBan = 11 }, false, true, true},
+		{"kernel dropped the flood", func(r *report) { r.Kernel = &kernelStats{DropsFlood: 5000, Covered: 1000, Banned: 1000} }, true, true, true},
+		{"kernel dropped nothing", func(r *report) { r.Kernel = &kernelStats{Covered: 1000, Banned: 1000} }, false, true, true},
+		{"kernel set misses bans", func(r *report) { r.Kernel = &kernelStats{DropsFlood: 5000, Covered: 999, Banned: 1000} }, false, true, true},
+		{"kernel unreadable", func(r *report) { r.Kernel = &kernelStats{DropsFlood: 5000, Covered: 1000, Banned: 1000, Error: "x"} }, false, true, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -472,5 +501,64 @@ func TestAgainstFakeGateway(t *testing.T) {
 	c2.req = []byte(strings.Replace(string(c2.req), basicAuth(legitUser(0)), basicAuth("legit0", "wrong"), 1))
 	if ok, err := c2.do(time.Now().Add(5 * time.Second)); ok || err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("wrong password: ok %v, err %v; want a 401 failure", ok, err)
+	}
+}
+
+// TestCompare: the side-by-side summary reads the JSON a run writes and
+// reports each run's mode, ratio, kernel drops and verdict.
+func TestCompare(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, r *report) string {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	user := &report{
+		Meta: map[string]string{"mode": "user space", "commit": "abc1234"}, Quiet: &phaseStats{P99: 2}, Flood: &phaseStats{P99: 6.5, SuccessPct: 100},
+		FloodBanned: &phaseStats{P99: 10.25}, Ratio: 3.25, Attack: attackResult{Attempts: 300000, Refused: 290000},
+	}
+	user.Verdict = judge(user, 99.9, 2)
+	kernel := &report{
+		Meta: map[string]string{"commit": "abc1234"}, Quiet: &phaseStats{P99: 2}, Flood: &phaseStats{P99: 3, SuccessPct: 100},
+		Ratio: 1.5, Attack: attackResult{Attempts: 60000, Answered401: 9000, ConnectTimeouts: 47000},
+		Kernel: &kernelStats{DropsFlood: 51234, Covered: 1000, Banned: 1000}, Bans: banStats{Attackers: 1000},
+	}
+	kernel.Verdict = judge(kernel, 99.9, 2)
+	if !kernel.Verdict.Pass || user.Verdict.Pass {
+		t.Fatalf("test setup: verdicts %+v %+v", user.Verdict, kernel.Verdict)
+	}
+	pu, pk := write("user.json", user), write("kernel.json", kernel)
+
+	tests := []struct {
+		name  string
+		files []string
+		code  int
+		want  []string
+	}{
+		{"both", []string{pu, pk}, 1, []string{"user space", "3.250", "10.250", "290000", "kernel", "1.500", "47000", "51234",
+			"p99 flood / quiet <= 2: FAIL (3.250)", "p99 flood / quiet <= 2: PASS (1.500); RESULT: PASS"}},
+		{"kernel alone", []string{pk}, 0, []string{"kernel", "RESULT: PASS"}},
+		{"missing file", []string{filepath.Join(dir, "none.json")}, 2, nil},
+		{"no files", nil, 2, nil},
+		{"not results", []string{write("other.json", &report{})}, 2, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out strings.Builder
+			if code := compareMain(&out, tc.files); code != tc.code {
+				t.Errorf("exit %d, want %d\n%s", code, tc.code, out.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output lacks %q:\n%s", w, out.String())
+				}
+			}
+		})
 	}
 }

@@ -46,9 +46,10 @@ func roundTo(v float64, digits int) float64 {
 func printReport(w io.Writer, r *report) {
 	fmt.Fprintf(w, "pbxgate fraud flood benchmark  %s  %s\n", r.Meta["date"], r.Meta["pbxgate_version"])
 	fmt.Fprintf(w, "%s, %s cores, %s; pinning: %s\n", r.Meta["kernel"], r.Meta["cores"], r.Meta["go"], orNone(r.Meta["pinning"]))
-	fmt.Fprintf(w, "%v legitimate users at %v req/s total; %v attackers, at most %v attempts each; threshold %v/min, ban %v\n\n",
+	fmt.Fprintf(w, "%v legitimate users at %v req/s total; %v attackers, at most %v attempts each; threshold %v/min, ban %v\n",
 		r.Setup["users"], r.Setup["rate_rps"], r.Setup["attackers"], r.Setup["attempts_per_attacker"],
 		r.Setup["suspicious_per_minute"], r.Setup["blacklist_for"])
+	fmt.Fprintf(w, "bans enforced %s; attackers give up a connection attempt after %v s\n\n", r.enforcement(), r.Setup["attacker_connect_timeout_s"])
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "legitimate users\tseconds\tscheduled\tok\tfailed\tunsent\tlate\tsuccess %\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tmax ms\tpbxgate CPU s\t")
@@ -73,6 +74,9 @@ func printReport(w io.Writer, r *report) {
 		fmt.Fprintf(w, "  direct p99 ms: %s\n", secondsLine(r.FloodDirect.Seconds, func(s second) float64 { return s.P99 }))
 	}
 	fmt.Fprintf(w, "  pbxgate CPU s: %s\n", secondsLine(r.Flood.Seconds, func(s second) float64 { return s.GatewayCPU }))
+	if r.Kernel != nil {
+		fmt.Fprintf(w, "  kernel drops:  %s\n", secondsLine(r.Flood.Seconds, func(s second) float64 { return float64(s.KernelDrops) }))
+	}
 	for c := range cpuCount(r.Flood.Seconds) {
 		fmt.Fprintf(w, "  CPU %d busy %%:  %s\n", c, secondsLine(r.Flood.Seconds, func(s second) float64 {
 			if c < len(s.CPUs) {
@@ -91,12 +95,20 @@ func printReport(w io.Writer, r *report) {
 		a.Attempts, a.Duration, a.AttemptsPerSec, a.LastAnswerMs, a.RefusedMedianMs, a.AllRefusedMs)
 	fmt.Fprintf(w, "  answered 401 %d (before the ban %d, %.2f per attacker), other answers %d\n",
 		a.Answered401, a.AnsweredBeforeBan, float64(a.AnsweredBeforeBan)/float64(max(1, a.Attackers-a.NeverRefused)), a.AnsweredOther)
-	fmt.Fprintf(w, "  refused %d, timed out %d, errors %d, cut by the phase end %d\n", a.Refused, a.Timeouts, a.Errors, a.Unfinished)
+	fmt.Fprintf(w, "  refused %d, connection attempts timed out %d (no handshake within %v s), no answer in time %d, errors %d, cut by the phase end %d\n",
+		a.Refused, a.ConnectTimeouts, a.ConnectTimeout, a.Timeouts, a.Errors, a.Unfinished)
 	fmt.Fprintf(w, "  after an attacker's first refusal: %d attempts, %d still answered; never refused: %d attackers\n",
 		a.AttemptsAfterBan, a.AnsweredAfterBan, a.NeverRefused)
 	fmt.Fprintf(w, "  answers before the ban: %s\n", histogram(a.BeforeBanHistogram))
 	if a.FirstError != "" {
 		fmt.Fprintf(w, "  first error: %s\n", a.FirstError)
+	}
+	if k := r.Kernel; k != nil {
+		fmt.Fprintf(w, "kernel blacklist: dropped %d packets during the flood (%d in the quiet phase, %d after the flood); set bl4 holds %d attackers (%d banned)\n",
+			k.DropsFlood, k.DropsQuiet, k.DropsAfter, k.Covered, k.Banned)
+		if k.Error != "" {
+			fmt.Fprintf(w, "  error: %s\n", k.Error)
+		}
 	}
 	b := r.Bans
 	fmt.Fprintf(w, "bans logged: %d (attackers %d, legitimate users %d, other %d); median %.0f ms, last %.0f ms after the flood began\n",
@@ -110,6 +122,14 @@ func printReport(w io.Writer, r *report) {
 		fmt.Fprintf(w, "check failed: %s\n", p)
 	}
 	fmt.Fprintf(w, "RESULT: %s\n", passFail(v.Pass))
+}
+
+// enforcement says where bans were enforced.
+func (r *report) enforcement() string {
+	if r.Kernel != nil {
+		return "in the kernel (firewall.kernel_blacklist: nftables table inet pbxgate_bl, prerouting, priority raw) and by pbxgate"
+	}
+	return "by pbxgate in user space only (a banned source's connections are accepted and closed)"
 }
 
 type namedPhase struct {

@@ -104,6 +104,9 @@ type second struct {
 	// CPUs is what each CPU of the machine did in this second, whoever
 	// ran on it (/proc/stat).
 	CPUs []cpuShare `json:"cpus"`
+	// KernelDrops are the packets the kernel blacklist dropped in this
+	// second (with -kernel-blacklist).
+	KernelDrops uint64 `json:"kernel_drops,omitempty"`
 }
 
 // timeline splits the samples of a phase of duration d by the second they

@@ -545,44 +545,40 @@ func present(tables []string, t string) string {
 }
 
 func fwBoot(stdout, stderr io.Writer) *cobra.Command {
-	var f fwFlags
-	cmd := &cobra.Command{
-		Use:   "boot [-c FILE | --state-dir DIR]",
-		Short: "Load the last confirmed ruleset (run by pbxgate-firewall.service at boot)",
-		Long: "Load the last confirmed ruleset and nothing else: a test apply pending before a\n" +
-			"reboot is recorded as rolled back. Run at boot by pbxgate-firewall.service\n" +
-			"(dist/systemd). With no confirmed ruleset it loads nothing.\n" +
-			"Exit status: 0 done, 1 the load failed.",
-		Args: usageArgs(cobra.NoArgs),
-		RunE: func(*cobra.Command, []string) error {
-			return f.withManager(stderr, func(m *safety.Manager) error {
-				err := m.Boot()
-				if err == nil {
-					fmt.Fprintln(stdout, "boot: done")
-				}
-				return err
-			})
-		},
-	}
-	f.register(cmd, true)
-	return cmd
+	return stateVerb(stdout, stderr, (*safety.Manager).Boot, "boot: done",
+		"boot [-c FILE | --state-dir DIR]",
+		"Load the last confirmed ruleset (run by pbxgate-firewall.service at boot)",
+		"Load the last confirmed ruleset and nothing else: a test apply pending before a\n"+
+			"reboot is recorded as rolled back. Run at boot by pbxgate-firewall.service\n"+
+			"(dist/systemd). With no confirmed ruleset it loads nothing.\n"+
+			"Exit status: 0 done, 1 the load failed.")
 }
 
 func fwUninstall(stdout, stderr io.Writer) *cobra.Command {
+	return stateVerb(stdout, stderr, (*safety.Manager).Uninstall,
+		"table inet pbxgate removed; nothing is loaded at boot until the next apply",
+		"uninstall [-c FILE | --state-dir DIR]",
+		"Remove table inet pbxgate and stop loading it at boot",
+		"Remove pbxgate's policy table (other tables are untouched, including the kernel\n"+
+			"blacklist inet pbxgate_bl, which pbxgate serve manages), end a pending test apply,\n"+
+			"and set the confirmed ruleset aside so that boot and rollback load nothing.\n"+
+			"Exit status: 0 removed, 1 failed.")
+}
+
+// stateVerb is a verb that runs one operation of the safety net and says
+// done when it worked.
+func stateVerb(stdout, stderr io.Writer, op func(*safety.Manager) error, done, use, short, long string) *cobra.Command {
 	var f fwFlags
 	cmd := &cobra.Command{
-		Use:   "uninstall [-c FILE | --state-dir DIR]",
-		Short: "Remove table inet pbxgate and stop loading it at boot",
-		Long: "Remove pbxgate's policy table (other tables are untouched, including the kernel\n" +
-			"blacklist inet pbxgate_bl, which pbxgate serve manages), end a pending test apply,\n" +
-			"and set the confirmed ruleset aside so that boot and rollback load nothing.\n" +
-			"Exit status: 0 removed, 1 failed.",
-		Args: usageArgs(cobra.NoArgs),
+		Use:   use,
+		Short: short,
+		Long:  long,
+		Args:  usageArgs(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
 			return f.withManager(stderr, func(m *safety.Manager) error {
-				err := m.Uninstall()
+				err := op(m)
 				if err == nil {
-					fmt.Fprintln(stdout, "table inet pbxgate removed; nothing is loaded at boot until the next apply")
+					fmt.Fprintln(stdout, done)
 				}
 				return err
 			})
