@@ -277,6 +277,11 @@ func fwPlan(stdout, stderr io.Writer) *cobra.Command {
 				fmt.Fprintf(stdout, "# Changes from generation %d:\n", gen)
 				fmt.Fprint(stdout, firewall.Diff(show(old), show(b.script)))
 			}
+			// Drift: something (nft flush ruleset, another manager's reload)
+			// removed the table pbxgate loaded.
+			if tables, err := run.Tables(); err == nil && old != "" && present(tables, nft.Table) == "absent" {
+				fmt.Fprintf(stderr, "warning: generation %d is not loaded: table %s is missing from the kernel (removed by another tool?); `pbxgate firewall rollback` loads the confirmed ruleset again\n", gen, nft.Table)
+			}
 			return nil
 		},
 	}

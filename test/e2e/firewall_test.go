@@ -227,6 +227,9 @@ func TestFirewallCLI(t *testing.T) {
 		l.mustFW(t, "apply", "--test", "10m", "-c", closedCfg)
 		// A reboot: the kernel forgets every table, then the boot unit runs.
 		l.Srv.Exec(t, "nft", "delete table inet pbxgate")
+		if out := l.mustFW(t, "plan", "-c", openCfg); !strings.Contains(out, "is missing from the kernel") {
+			t.Errorf("plan does not notice the missing table:\n%s", out)
+		}
 		l.mustFW(t, "boot", "--state-dir", filepath.Join(l.dir, "fw"))
 		if !l.reach(t, l.open) {
 			t.Error("boot did not load the confirmed ruleset (open port closed)")
