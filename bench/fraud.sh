@@ -53,7 +53,11 @@
 #   BENCH_FRAUD_CONNECT_TIMEOUT=1s  an attacker gives up a connection attempt
 #                               after this long (-connect-timeout; the first SYN
 #                               retransmission is due at 1 s): what a banned
-#                               attacker waits per attempt when the kernel drops it
+#                               attacker waits per attempt when the kernel drops it.
+#                               Below about 200 ms the harness's own delays (1000
+#                               attacker goroutines on one niced, shared CPU) make
+#                               handshakes "time out" before any ban, which the
+#                               ban accounting then counts as answered after a ban
 #   BENCH_FRAUD_LATE=1ms        send lag counted as late (-late)
 #   BENCH_FRAUD_NICE=10         nice value of the attacker process (-attacker-nice)
 #   BENCH_FRAUD_THRESHOLD=10    pbxgate fraud.suspicious_per_minute (-threshold)
@@ -134,10 +138,9 @@ esac
 # when asked or when it runs beside the kernel mode (the same conditions).
 use_netns() { [[ "$1" == kernel || "$MODE" == both || "$NETNS" == 1 ]]; }
 
-PIDS=() # lib.sh's start/stop are not used: fraudflood starts and stops the processes
 WORK=""
 # shellcheck source=lib.sh
-. "$BENCH_DIR/lib.sh" # cpu_idle, wait_idle, need_tools
+. "$BENCH_DIR/lib.sh" # cpu_idle, wait_idle, need_tools (its cleanup is replaced below)
 
 NAMESPACES=() # created by this run; deleted on exit
 cleanup() {
@@ -216,10 +219,11 @@ run_mode() {
 		extra+=(-kernel-blacklist)
 	fi
 	if use_netns "$m"; then
+		# Explicit checks: set -e does not apply in a function called with ||.
 		ns="pbxfraud-$$-$m-$r"
-		ip netns add "$ns"
+		ip netns add "$ns" || { log "ERROR: ip netns add $ns failed"; return 2; }
 		NAMESPACES+=("$ns")
-		ip -n "$ns" link set lo up # 127.0.0.0/8 is on lo
+		ip -n "$ns" link set lo up || { log "ERROR: cannot bring up lo in $ns"; return 2; } # 127.0.0.0/8 is on lo
 		wrap=(ip netns exec "$ns")
 	fi
 	wait_idle "$WAIT_IDLE"
@@ -247,7 +251,7 @@ RUNS=()
 declare -A LATEST=()
 for ((r = 1; r <= ROUNDS; r++)); do
 	order=("${MODES[@]}")
-	((r % 2 == 0)) && order=($(printf '%s\n' "${MODES[@]}" | tac))
+	((r % 2 == 0)) && mapfile -t order < <(printf '%s\n' "${MODES[@]}" | tac)
 	for m in "${order[@]}"; do
 		rc=0
 		run_mode "$m" "$r" || rc=$?

@@ -222,14 +222,19 @@ type report struct {
 	// to an attacker that was then banned: before, the attackers' answered
 	// attempts; after, only refused connections (and bans still being
 	// stored). Nil when no attacker was refused.
-	FloodBurst  *phaseStats  `json:"flood_burst,omitempty"`
-	FloodBanned *phaseStats  `json:"flood_after_burst,omitempty"`
-	Ratio       float64      `json:"p99_ratio"`
-	Attack      attackResult `json:"attack"`
-	Kernel      *kernelStats `json:"kernel_blacklist,omitempty"` // with -kernel-blacklist
-	Bans        banStats     `json:"bans"`
-	Gateway     gatewayStats `json:"pbxgate"`
-	Verdict     verdict      `json:"verdict"`
+	FloodBurst  *phaseStats `json:"flood_burst,omitempty"`
+	FloodBanned *phaseStats `json:"flood_after_burst,omitempty"`
+	// FloodFirst and FloodRest split the flood's users at its first
+	// second, when a thousand sources nobody has seen yet connect at once
+	// and are served as new users would be. Nil for a flood of a second.
+	FloodFirst *phaseStats  `json:"flood_first_second,omitempty"`
+	FloodRest  *phaseStats  `json:"flood_after_first_second,omitempty"`
+	Ratio      float64      `json:"p99_ratio"`
+	Attack     attackResult `json:"attack"`
+	Kernel     *kernelStats `json:"kernel_blacklist,omitempty"` // with -kernel-blacklist
+	Bans       banStats     `json:"bans"`
+	Gateway    gatewayStats `json:"pbxgate"`
+	Verdict    verdict      `json:"verdict"`
 }
 
 type gatewayStats struct {
@@ -533,6 +538,10 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 	if split := time.Duration(rep.Attack.LastAnswerMs * 1e6); split > 0 && split < o.flood {
 		rep.FloodBurst = splitStats(floodSamples, 0, split, o.late)
 		rep.FloodBanned = splitStats(floodSamples, split, o.flood, o.late)
+	}
+	if o.flood > time.Second {
+		rep.FloodFirst = splitStats(floodSamples, 0, time.Second, o.late)
+		rep.FloodRest = splitStats(floodSamples, time.Second, o.flood, o.late)
 	}
 
 	for _, c := range clients {

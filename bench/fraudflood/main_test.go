@@ -521,7 +521,7 @@ func TestCompare(t *testing.T) {
 	}
 	user := &report{
 		Meta: map[string]string{"mode": "user space", "commit": "abc1234"}, Quiet: &phaseStats{P99: 2}, Flood: &phaseStats{P99: 6.5, SuccessPct: 100},
-		FloodBanned: &phaseStats{P99: 10.25}, Ratio: 3.25, Attack: attackResult{Attempts: 300000, Refused: 290000},
+		FloodBanned: &phaseStats{P99: 10.25}, FloodRest: &phaseStats{P99: 4.125}, Ratio: 3.25, Attack: attackResult{Attempts: 300000, Refused: 290000},
 	}
 	user.Verdict = judge(user, 99.9, 2)
 	kernel := &report{
@@ -541,7 +541,7 @@ func TestCompare(t *testing.T) {
 		code  int
 		want  []string
 	}{
-		{"both", []string{pu, pk}, 1, []string{"user space", "3.250", "10.250", "290000", "kernel", "1.500", "47000", "51234",
+		{"both", []string{pu, pk}, 1, []string{"user space", "3.250", "4.125", "10.250", "290000", "kernel", "1.500", "47000", "51234",
 			"p99 flood / quiet <= 2: FAIL (3.250)", "p99 flood / quiet <= 2: PASS (1.500); RESULT: PASS"}},
 		{"kernel alone", []string{pk}, 0, []string{"kernel", "RESULT: PASS"}},
 		{"missing file", []string{filepath.Join(dir, "none.json")}, 2, nil},

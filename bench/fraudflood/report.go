@@ -144,6 +144,9 @@ func (r *report) phases() []namedPhase {
 	if r.FloodBurst != nil && r.FloodBanned != nil {
 		ps = append(ps, namedPhase{"flood, answered burst", r.FloodBurst}, namedPhase{"flood, after it", r.FloodBanned})
 	}
+	if r.FloodFirst != nil && r.FloodRest != nil {
+		ps = append(ps, namedPhase{"flood, 1st second", r.FloodFirst}, namedPhase{"flood, from the 2nd second", r.FloodRest})
+	}
 	if r.QuietDirect != nil && r.FloodDirect != nil {
 		ps = append(ps, namedPhase{"quiet, direct", r.QuietDirect}, namedPhase{"flood, direct", r.FloodDirect})
 	}
