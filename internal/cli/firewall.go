@@ -113,6 +113,12 @@ func (b *built) warn(w io.Writer, run nft.Runner) {
 // the configuration's firewall.state_dir (cfg may be nil: then the file is
 // loaded for it).
 func (f *fwFlags) manager(cfg *config.Config, stderr io.Writer) (*safety.Manager, func(), error) {
+	return f.open(cfg, stderr, true)
+}
+
+// open is manager; with logFile false nothing is appended to events.log
+// (plan only reads).
+func (f *fwFlags) open(cfg *config.Config, stderr io.Writer, logFile bool) (*safety.Manager, func(), error) {
 	dir := f.stateDir
 	if dir == "" {
 		if cfg == nil {
@@ -134,9 +140,18 @@ func (f *fwFlags) manager(cfg *config.Config, stderr io.Writer) (*safety.Manager
 	}
 	rollback := []string{self, "firewall", "rollback", "--state-dir", dir}
 	if f.nft != "" {
-		rollback = append(rollback, "--nft", f.nft)
+		nftPath := f.nft
+		if strings.ContainsRune(nftPath, '/') {
+			if nftPath, err = filepath.Abs(nftPath); err != nil {
+				return nil, nil, usageErr(err)
+			}
+		}
+		rollback = append(rollback, "--nft", nftPath)
 	}
-	log, closeLog := fwLogger(dir, stderr)
+	log, closeLog := slog.New(slog.DiscardHandler), func() {}
+	if logFile {
+		log, closeLog = fwLogger(dir, stderr)
+	}
 	m, err := safety.New(safety.Options{Dir: dir, Loader: f.runner(), Self: rollback, Log: log})
 	if err != nil {
 		closeLog()
@@ -157,7 +172,7 @@ func (f *fwFlags) withManager(stderr io.Writer, fn func(*safety.Manager) error) 
 }
 
 // loaded returns what pbxgate loaded last, read from the state directory
-// without creating or locking anything (plan runs without root).
+// without creating it or writing its log (plan changes nothing).
 func (f *fwFlags) loaded(cfg *config.Config) (string, uint64, error) {
 	dir := f.stateDir
 	if dir == "" {
@@ -166,7 +181,7 @@ func (f *fwFlags) loaded(cfg *config.Config) (string, uint64, error) {
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return "", 0, nil
 	}
-	m, closeLog, err := f.manager(cfg, io.Discard)
+	m, closeLog, err := f.open(cfg, io.Discard, false)
 	if err != nil {
 		return "", 0, err
 	}
@@ -362,6 +377,10 @@ func fwApply(stdout, stderr io.Writer) *cobra.Command {
 			}
 			if !cmd.Flags().Changed("test") {
 				test = b.cfg.Firewall.TestDuration.D()
+			}
+			if self, err := os.Executable(); err == nil && strings.Contains(self, string(filepath.Separator)+"go-build") {
+				return usageErr(fmt.Errorf("%s is a temporary build (go run): the revert timer runs this executable at the deadline, "+
+					"when it may be gone; build pbxgate (go build) and run the binary, or use --now", self))
 			}
 			gen, err := m.ApplyTest(b.script, test, client, wouldDrop, force)
 			if err != nil {
