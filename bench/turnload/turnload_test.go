@@ -119,7 +119,9 @@ func TestModesAgainstPion(t *testing.T) {
 			if sent := num(t, m, "sent"); sent < 199 || sent > 201 {
 				t.Errorf("sent=%v, want 200", sent)
 			}
-			if m["pass"] != "1" || num(t, m, "echoed") != num(t, m, "sent") || num(t, m, "peer_rx") != num(t, m, "sent") {
+			// Not "pass": its verdict also needs the harness to keep its
+			// schedule, which a loaded CI machine does not promise.
+			if num(t, m, "loss_pct") != 0 || num(t, m, "echoed") != num(t, m, "sent") || num(t, m, "peer_rx") != num(t, m, "sent") {
 				t.Errorf("want every measured packet at the peer and back: %v", m)
 			}
 			if num(t, m, "rtt_p50_ms") <= 0 || num(t, m, "lossy_streams") != 0 {
