@@ -410,3 +410,31 @@ func TestRulesKept(t *testing.T) {
 		t.Errorf("tampered chain kept its rules")
 	}
 }
+
+// benchAddOne measures Add of one new host while the sets hold n others:
+// what each automatic ban costs when bans arrive one at a time (a ban
+// wave: the mirror drains each as it comes). It should not grow with n.
+func benchAddOne(b *testing.B, n int) {
+	netnstest.NeedPeers(b)
+	ns := netnstest.NewNS(b)
+	s := newSync(b, ns, Options{})
+	exp := time.Now().Add(time.Hour)
+	if err := s.Reconcile(hosts(n, exp)); err != nil {
+		b.Fatal(err)
+	}
+	// New hosts in 11.0.0.0/8, one apart: never adjacent to each other or
+	// to the loaded ones.
+	i := 0
+	for b.Loop() {
+		x := uint32(11<<24) + uint32(i)*2
+		i++
+		a := netip.AddrFrom4([4]byte{byte(x >> 24), byte(x >> 16), byte(x >> 8), byte(x)})
+		if err := s.Add(Entry{Prefix: netip.PrefixFrom(a, 32), Expires: exp}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkAddOne1k(b *testing.B)   { benchAddOne(b, 1_000) }
+func BenchmarkAddOne10k(b *testing.B)  { benchAddOne(b, 10_000) }
+func BenchmarkAddOne100k(b *testing.B) { benchAddOne(b, 100_000) }

@@ -83,9 +83,10 @@ type Sync struct {
 
 	mu     sync.Mutex // guards the fields below
 	want   map[netip.Prefix]time.Time
-	fams   [2]*family // v4, v6
-	mirror bool       // fams[i].kern reflect the kernel
-	readAt time.Time  // when the mirror was last read from the kernel
+	nlen   [2][129]int // prefixes in want by family (v4, v6) and length
+	fams   [2]*family  // v4, v6
+	mirror bool        // fams[i].kern reflect the kernel
+	readAt time.Time   // when the mirror was last read from the kernel
 	closed bool
 }
 
@@ -304,7 +305,13 @@ func (s *Sync) Uninstall() error {
 
 // Add adds entries to the wanted list, replacing the expiry of a prefix
 // already there, and updates the kernel. Expired entries are ignored. An
-// invalid prefix fails the call before anything changes.
+// invalid prefix fails the call before anything changes. Entries that
+// overlap nothing wanted (new automatic bans) cost Add work in proportion
+// to their number only; others make it diff every wanted entry against
+// the kernel. Either way each call is at least one nftables transaction,
+// whose commit costs the kernel time in proportion to the size of the set
+// (Linux 6.18: about 0.1 ms at 1,000 ranges, 0.6 ms at 10,000, 15 ms at
+// 100,000).
 func (s *Sync) Add(entries ...Entry) error {
 	keys := make([]netip.Prefix, len(entries))
 	for i, e := range entries {
@@ -319,10 +326,137 @@ func (s *Sync) Add(entries ...Entry) error {
 	if s.closed {
 		return ErrClosed
 	}
+	if ok, err := s.addDisjointLocked(keys, entries); ok {
+		return err
+	}
 	for i, e := range entries {
-		s.want[keys[i]] = e.Expires
+		s.setWantLocked(keys[i], e.Expires)
 	}
 	return s.applyLocked(false)
+}
+
+// addDisjointLocked is Add's fast path for prefixes that overlap nothing
+// wanted, which is what automatic bans of new sources are: it sends just
+// their ranges instead of diffing every wanted entry against the mirror,
+// so that the user-space work of a ban arriving alone does not grow with
+// the number banned already. It reports false, changing nothing, when it
+// does not apply (a key is wanted already, or overlaps a wanted prefix, or
+// the mirror is not trusted); the caller then takes the full path.
+// Otherwise it reports true and the outcome: a batch the kernel refuses is
+// retried by the full path, after a fresh read of the sets. The ranges it
+// adds are not merged with adjacent ones of equal expiry; the next full
+// apply does that.
+func (s *Sync) addDisjointLocked(keys []netip.Prefix, entries []Entry) (bool, error) {
+	if !s.mirror {
+		return false, nil
+	}
+	for _, k := range keys {
+		if s.overlapsWantLocked(k) {
+			return false, nil
+		}
+	}
+	for i, e := range entries {
+		s.setWantLocked(keys[i], e.Expires)
+	}
+	// From want, so that a key given twice gets the expiry the full path
+	// would give it (the last); keys overlapping each other are flattened
+	// here.
+	list := make([]Entry, len(keys))
+	for i, k := range keys {
+		list[i] = Entry{Prefix: k, Expires: s.want[k]}
+	}
+	now := s.now()
+	v4, v6, _ := normalize(list, now) // keys are canonical: nothing is bad
+	if err := errors.Join(s.addRangesLocked(s.fams[0], v4, now), s.addRangesLocked(s.fams[1], v6, now)); err != nil {
+		s.mirror = false
+		return true, s.applyLocked(false)
+	}
+	return true, nil
+}
+
+// addRangesLocked sends ranges that overlap nothing in the mirror, in
+// chunks.
+func (s *Sync) addRangesLocked(f *family, rs []rng, now time.Time) error {
+	var batch []op
+	n := 0
+	for _, r := range rs {
+		tmo := s.timeout(r.exp, now)
+		ke := kelem{hi: r.hi, hasEnd: r.hi != f.max, exp: forever}
+		if tmo > 0 {
+			ke.exp = now.Add(tmo).UnixNano()
+		}
+		o := op{lo: r.lo, ke: ke, add: true, tmo: tmo}
+		if n > 0 && n+o.weight() > s.chunk {
+			if err := s.sendLocked(f, batch); err != nil {
+				return err
+			}
+			batch, n = batch[:0], 0
+		}
+		batch = append(batch, o)
+		n += o.weight()
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	return s.sendLocked(f, batch)
+}
+
+// overlapsWantLocked reports whether p (canonical) is wanted already or
+// overlaps a wanted prefix: one containing it (looked up at each length
+// that is wanted at all), or possibly one inside it (any wanted prefix
+// longer than p counts, without looking further).
+func (s *Sync) overlapsWantLocked(p netip.Prefix) bool {
+	fi, bits := famIndex(p), p.Bits()
+	n := &s.nlen[fi]
+	for l := bits + 1; l < len(n); l++ {
+		if n[l] > 0 {
+			return true
+		}
+	}
+	for l := 0; l <= bits; l++ {
+		if n[l] == 0 {
+			continue
+		}
+		q, err := p.Addr().Prefix(l)
+		if err != nil {
+			return true
+		}
+		if _, ok := s.want[q]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func famIndex(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return 0
+	}
+	return 1
+}
+
+// setWantLocked, deleteWantLocked and replaceWantLocked change the wanted
+// list and keep nlen.
+func (s *Sync) setWantLocked(p netip.Prefix, exp time.Time) {
+	if _, ok := s.want[p]; !ok {
+		s.nlen[famIndex(p)][p.Bits()]++
+	}
+	s.want[p] = exp
+}
+
+func (s *Sync) deleteWantLocked(p netip.Prefix) {
+	if _, ok := s.want[p]; ok {
+		s.nlen[famIndex(p)][p.Bits()]--
+		delete(s.want, p)
+	}
+}
+
+func (s *Sync) replaceWantLocked(m map[netip.Prefix]time.Time) {
+	s.want = m
+	s.nlen = [2][129]int{}
+	for p := range m {
+		s.nlen[famIndex(p)][p.Bits()]++
+	}
 }
 
 // Remove drops prefixes from the wanted list and updates the kernel. A
@@ -343,7 +477,7 @@ func (s *Sync) Remove(prefixes ...netip.Prefix) error {
 		return ErrClosed
 	}
 	for _, k := range keys {
-		delete(s.want, k)
+		s.deleteWantLocked(k)
 	}
 	return s.applyLocked(false)
 }
@@ -373,7 +507,7 @@ func (s *Sync) Reconcile(want []Entry) error {
 		}
 		m[p] = e.Expires
 	}
-	s.want = m
+	s.replaceWantLocked(m)
 	if err := s.ensureLocked(); err != nil {
 		return err
 	}
