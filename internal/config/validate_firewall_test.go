@@ -19,11 +19,7 @@ firewall:
 `
 
 func TestValidateFirewall(t *testing.T) {
-	for _, tc := range []struct {
-		name      string
-		from, to  string
-		path, msg string // "" path: valid
-	}{
+	checkEdits(t, firewallBase, []editCase{
 		{name: "base", from: "", to: ""},
 		{name: "admin role", from: "[sip, ssh]", to: "[sip, ssh, admin]\n  admin_from: [192.0.2.0/24]"},
 		{name: "unknown role", from: "[sip, ssh]", to: "[sip, rtp]", path: "firewall.roles[1]", msg: `"rtp" is not a role`},
@@ -48,19 +44,37 @@ func TestValidateFirewall(t *testing.T) {
 		{name: "geoip no ports", from: "  ports:", to: "  geoip: {database: /g.mmdb, rules: [{deny: [KP]}]}\n  ports:", path: "firewall.geoip.rules[0].ports", msg: "required"},
 		{name: "test duration too short", from: "  ports:", to: "  test_duration: 5s\n  ports:", path: "firewall.test_duration", msg: "out of range"},
 		{name: "resync too long", from: "  ports:", to: "  kernel_blacklist: {enabled: true, resync: 2h}\n  ports:", path: "firewall.kernel_blacklist.resync", msg: "out of range"},
-	} {
+	}, nil)
+}
+
+// editCase is a one-replacement edit of a base configuration and the
+// problem it must cause ("" path: it stays valid).
+type editCase struct {
+	name      string
+	from, to  string
+	path, msg string
+}
+
+// checkEdits parses base with each edit applied and checks the problem it
+// reports; valid, if not nil, checks the configurations that stay valid.
+func checkEdits(t *testing.T, base string, cases []editCase, valid func(*testing.T, *Config)) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			y := firewallBase
+			y := base
 			if tc.from != "" {
 				if !strings.Contains(y, tc.from) {
 					t.Fatalf("base has no %q", tc.from)
 				}
 				y = strings.Replace(y, tc.from, tc.to, 1)
 			}
-			_, err := Parse([]byte(y), "t.yaml")
+			c, err := Parse([]byte(y), "t.yaml")
 			if tc.path == "" {
 				if err != nil {
 					t.Fatal(err)
+				}
+				if valid != nil {
+					valid(t, c)
 				}
 				return
 			}
