@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/pbxgate/pbxgate/internal/sniff"
 )
@@ -178,10 +177,5 @@ func TestCurl(t *testing.T) {
 		})
 	}
 	// Let curl's connections drain: the listen count must reach zero.
-	for i := 0; ts.Active() != 0; i++ {
-		if i == 1000 {
-			t.Fatalf("Active = %d after curl exited", ts.Active())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitInactive(t, ts.Active)
 }

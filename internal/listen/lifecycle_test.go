@@ -119,8 +119,18 @@ func TestHandlerError(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectClosed(t, c)
-	if n := ts.Active(); n != 0 {
-		t.Fatalf("Active = %d", n)
+	// The client may see the close before the server has counted it.
+	waitInactive(t, ts.Active)
+}
+
+// waitInactive waits up to 5 s for active to return 0.
+func waitInactive(t *testing.T, active func() int) {
+	t.Helper()
+	for i := 0; active() != 0; i++ {
+		if i == 1000 {
+			t.Fatalf("Active = %d, want 0", active())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
