@@ -55,9 +55,9 @@ func TestBigSliceMapped(t *testing.T) {
 	if got := mappedBytes.Load(); got != before {
 		t.Errorf("mapping not released: mappedBytes %d, was %d", got, before)
 	}
-	if _, ok := smapsField(t, addr, "Size:"); ok {
-		t.Error("range still mapped after its owner was collected")
-	}
+	// mappedBytes drops only after munmap succeeded. The range itself is not
+	// checked in /proc/self/smaps: the kernel may hand the same addresses to
+	// the next mapping of any goroutine (the Go heap included) at once.
 }
 
 func TestBigSliceSmallOnHeap(t *testing.T) {
