@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -294,7 +295,7 @@ func fwPlan(stdout, stderr io.Writer) *cobra.Command {
 			}
 			// Drift: something (nft flush ruleset, another manager's reload)
 			// removed the table pbxgate loaded.
-			if tables, err := run.Tables(); err == nil && old != "" && present(tables, nft.Table) == "absent" {
+			if tables, err := run.Tables(); err == nil && old != "" && !slices.Contains(tables, nft.Table) {
 				fmt.Fprintf(stderr, "warning: generation %d is not loaded: table %s is missing from the kernel (removed by another tool?); `pbxgate firewall rollback` loads the confirmed ruleset again\n", gen, nft.Table)
 			}
 			return nil
@@ -560,10 +561,8 @@ func printFWStatus(w io.Writer, st safety.Status, run nft.Runner) {
 }
 
 func present(tables []string, t string) string {
-	for _, x := range tables {
-		if x == t {
-			return "loaded"
-		}
+	if slices.Contains(tables, t) {
+		return "loaded"
 	}
 	return "absent"
 }

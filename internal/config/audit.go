@@ -52,7 +52,7 @@ func (c *Config) Warnings() []string {
 				warn(p+".strict_sni", "ignored: the listener has tls: none")
 			}
 		}
-		if slices.Contains(l.Protocols, ProtoLDAP) && l.TLS != TLSRequired && !loopbackListener(l.Address) {
+		if slices.Contains(l.Protocols, ProtoLDAP) && l.TLS != TLSRequired && !IsLoopbackAddress(l.Address) {
 			if l.TLS == TLSNone {
 				warn(p+".tls", "plain LDAP on a public address: simple bind passwords cross the network in clear; prefer tls: required (LDAPS)")
 			} else {
@@ -97,7 +97,7 @@ func (c *Config) Warnings() []string {
 		}
 	}
 
-	if c.Admin.Address != Off && !loopbackListener(c.Admin.Address) {
+	if c.Admin.Address != Off && !IsLoopbackAddress(c.Admin.Address) {
 		warn("admin.address", "the admin API listens on %s, beyond this host: the token is then its only guard; keep it on 127.0.0.1 and reach it through SSH or a VPN", c.Admin.Address)
 	}
 	if c.Fraud.Enabled != nil && !*c.Fraud.Enabled {
@@ -115,9 +115,10 @@ func (c *Config) Warnings() []string {
 	return out
 }
 
-// loopbackListener reports whether a listener address binds loopback only.
-func loopbackListener(addr string) bool {
-	host, _, err := splitHostPort(addr)
+// IsLoopbackAddress reports whether a listener address (host:port) binds
+// loopback only.
+func IsLoopbackAddress(addr string) bool {
+	host, _, err := SplitHostPort(addr)
 	if err != nil || host == "" {
 		return false
 	}

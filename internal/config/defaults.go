@@ -387,7 +387,7 @@ func nilIfEmpty[T any](s []T) []T {
 // addressHost returns the host part of a host:port address, or "" when it
 // does not split.
 func addressHost(addr string) string {
-	host, _, err := splitHostPort(addr)
+	host, _, err := SplitHostPort(addr)
 	if err != nil {
 		return ""
 	}

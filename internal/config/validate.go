@@ -257,7 +257,7 @@ func (c *Config) isLDAPPolicyTarget(name string) bool {
 func (k *checker) backend(p string, b Backend, isSIP bool) {
 	if b.Address == "" {
 		k.add(p+".address", "required: host:port of the private service")
-	} else if host, port, err := splitHostPort(b.Address); err != nil {
+	} else if host, port, err := SplitHostPort(b.Address); err != nil {
 		k.add(p+".address", "%v", err)
 	} else if host == "" {
 		k.add(p+".address", "%q has no host", b.Address)
@@ -348,7 +348,7 @@ func (k *checker) listeners(certs map[string]bool, services map[string]*Service)
 		}
 		if l.Address == "" {
 			k.add(p+".address", "required: host:port to listen on, e.g. \":443\"")
-		} else if host, port, err := splitHostPort(l.Address); err != nil {
+		} else if host, port, err := SplitHostPort(l.Address); err != nil {
 			k.add(p+".address", "%v", err)
 		} else if host != "" && !isIP(host) {
 			k.add(p+".address", "host %q is not an IP address; write an IP or leave it empty for every address (\":%d\")", clip(host, 64), port)
@@ -532,7 +532,7 @@ func Networks(ss []string) []netip.Prefix {
 
 // splitHostPort splits host:port, requiring a numeric port 0..65535 and
 // IPv6 hosts in brackets.
-func splitHostPort(addr string) (string, int, error) {
+func SplitHostPort(addr string) (string, int, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		switch {

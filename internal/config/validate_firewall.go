@@ -48,7 +48,7 @@ func (k *checker) firewall() {
 		case k.c.Admin.Address == Off:
 			k.add("firewall.roles", "role admin, but admin.address is off")
 		default:
-			if host, _, err := splitHostPort(k.c.Admin.Address); err == nil {
+			if host, _, err := SplitHostPort(k.c.Admin.Address); err == nil {
 				if a, err := netip.ParseAddr(host); err == nil && a.IsLoopback() {
 					k.add("firewall.roles", "role admin, but admin.address %s listens on loopback only; set admin.address to an address admin_from can reach", k.c.Admin.Address)
 				}

@@ -76,7 +76,7 @@ const unixPathMax = 107
 func (k *checker) admin() {
 	a := k.c.Admin
 	if a.Address != Off {
-		if _, _, err := splitHostPort(a.Address); err != nil {
+		if _, _, err := SplitHostPort(a.Address); err != nil {
 			k.add("admin.address", "%v (or \"off\")", err)
 		} else {
 			for i, l := range k.c.Listeners {
@@ -107,8 +107,8 @@ func (k *checker) admin() {
 // sameSocket reports whether two host:port addresses would bind the same
 // port on a shared address (the wildcard overlaps everything).
 func sameSocket(a, b string) bool {
-	ha, pa, err1 := splitHostPort(a)
-	hb, pb, err2 := splitHostPort(b)
+	ha, pa, err1 := SplitHostPort(a)
+	hb, pb, err2 := SplitHostPort(b)
 	if err1 != nil || err2 != nil || pa != pb || pa == 0 {
 		return false
 	}

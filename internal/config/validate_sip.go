@@ -106,7 +106,7 @@ func (k *checker) sipBackend(p string, b Backend, isSIP bool) {
 		return
 	}
 	if b.UDPAddress != "" && b.UDPAddress != b.Address {
-		if host, port, err := splitHostPort(b.UDPAddress); err != nil {
+		if host, port, err := SplitHostPort(b.UDPAddress); err != nil {
 			k.add(p+".udp_address", "%v", err)
 		} else if host == "" || port == 0 {
 			k.add(p+".udp_address", "%q needs a host and a port", clip(b.UDPAddress, 64))

@@ -63,10 +63,7 @@ func (s *Spec) Allows(proto string, port uint16, src netip.Addr) bool {
 
 func inAny(ps []netip.Prefix, a netip.Addr) bool {
 	for _, p := range ps {
-		if p.Addr().Is4In6() && p.Bits() >= 96 {
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		if p.Contains(a) {
+		if unmapPrefix(p).Contains(a) {
 			return true
 		}
 	}

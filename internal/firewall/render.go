@@ -426,13 +426,7 @@ func splitPrefixes(ps []netip.Prefix) (v4, v6 []netip.Prefix) {
 		if !p.IsValid() {
 			continue
 		}
-		if a := p.Addr(); a.Is4In6() {
-			if p.Bits() < 96 {
-				v6 = append(v6, p.Masked())
-				continue
-			}
-			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
-		}
+		p = unmapPrefix(p)
 		p = netip.PrefixFrom(p.Addr().WithZone(""), p.Bits()).Masked()
 		if p.Addr().Is4() {
 			v4 = append(v4, p)
@@ -507,4 +501,14 @@ func prefixString(p netip.Prefix) string {
 		return p.Addr().String()
 	}
 	return p.String()
+}
+
+// unmapPrefix turns an IPv4-mapped IPv6 prefix of at least /96
+// (::ffff:a.b.c.d/len) into its IPv4 prefix; others are returned as they
+// are (a mapped prefix shorter than /96 covers more than IPv4 space).
+func unmapPrefix(p netip.Prefix) netip.Prefix {
+	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	return p
 }

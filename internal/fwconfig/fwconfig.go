@@ -11,10 +11,7 @@ package fwconfig
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -34,11 +31,11 @@ func Spec(cfg *config.Config) (firewall.Spec, []string, error) {
 	}
 	var warnings []string
 	if slices.Contains(f.Roles, firewall.RoleAdmin) {
-		port, err := addressPort(cfg.Admin.Address)
+		_, port, err := config.SplitHostPort(cfg.Admin.Address)
 		if err != nil {
 			return firewall.Spec{}, nil, fmt.Errorf("admin.address: %w", err)
 		}
-		spec.AdminPort = port
+		spec.AdminPort = uint16(port)
 	}
 	for i, p := range f.Ports {
 		r, err := firewall.ParsePortRange(p.Port)
@@ -49,15 +46,18 @@ func Spec(cfg *config.Config) (firewall.Spec, []string, error) {
 	}
 	if *f.OpenListeners {
 		for _, l := range cfg.Listeners {
-			host, port, err := hostPort(l.Address)
+			if config.IsLoopbackAddress(l.Address) {
+				continue // loopback is always accepted
+			}
+			_, port, err := config.SplitHostPort(l.Address)
+			if err == nil && port == 0 {
+				err = fmt.Errorf("%q has no port", l.Address)
+			}
 			if err != nil {
 				warnings = append(warnings, fmt.Sprintf("listener %s: %v: its port is not opened", l.Name, err))
 				continue
 			}
-			if a, err := netip.ParseAddr(host); err == nil && a.IsLoopback() {
-				continue // loopback is always accepted
-			}
-			spec.Listeners = append(spec.Listeners, firewall.Listener{Name: l.Name, Proto: l.Transport, Port: port})
+			spec.Listeners = append(spec.Listeners, firewall.Listener{Name: l.Name, Proto: l.Transport, Port: uint16(port)})
 		}
 	}
 	if cfg.ServesTURN() && (*f.OpenListeners || slices.Contains(f.Roles, firewall.RoleTURN)) {
@@ -153,8 +153,8 @@ func sipPorts(cfg *config.Config) []uint16 {
 		if !slices.Contains(l.Protocols, config.ProtoSIP) {
 			continue
 		}
-		if _, port, err := hostPort(l.Address); err == nil && !slices.Contains(out, port) {
-			out = append(out, port)
+		if _, port, err := config.SplitHostPort(l.Address); err == nil && port > 0 && !slices.Contains(out, uint16(port)) {
+			out = append(out, uint16(port))
 		}
 	}
 	slices.Sort(out)
@@ -176,21 +176,4 @@ func opensSSH(s firewall.Spec) bool {
 		}
 	}
 	return false
-}
-
-func hostPort(addr string) (string, uint16, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", 0, err
-	}
-	n, err := strconv.ParseUint(port, 10, 16)
-	if err != nil || n == 0 {
-		return "", 0, fmt.Errorf("%q has no port", addr)
-	}
-	return host, uint16(n), nil
-}
-
-func addressPort(addr string) (uint16, error) {
-	_, p, err := hostPort(addr)
-	return p, err
 }
