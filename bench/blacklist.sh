@@ -88,7 +88,7 @@ PIDS=()
 WORK=""
 LAST_PID=""
 # shellcheck source=lib.sh
-. "$BENCH_DIR/lib.sh" # cleanup, stop_wait, start, stop, render, cpu_idle, wait_idle, need_tools
+. "$BENCH_DIR/lib.sh" # cleanup, stop_wait, start, stop, render, cpu_idle, wait_idle, need_tools, report_and_exit
 
 NS_SRV=pbxbl-srv-$$
 NS_CLI=pbxbl-cli-$$
@@ -266,10 +266,4 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # ------------------------------------------------------------------ report
-put "meta.loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
-[[ "$KEEP" == 1 ]] && log "raw results: $RAW"
-rc=0
-"$B/blflood" report "$RAW" "$BENCH_DIR/results/blacklist-latest.txt" "$BENCH_DIR/results/blacklist-latest.json" || rc=$?
-((rc == 0 || rc == 1)) || die "blflood report failed (exit $rc)"
-log "wrote bench/results/blacklist-latest.txt and bench/results/blacklist-latest.json"
-exit "$rc"
+report_and_exit "$B/blflood" blacklist

@@ -1,5 +1,5 @@
 # bench/lib.sh: process and template helpers the benchmark scripts share.
-# Sourced by bench/run.sh and bench/sip.sh after they define log, die, KEEP
+# Sourced by the bench/*.sh scripts after they define log, die, put, KEEP
 # and the arrays below; not meant to be run.
 #
 # PIDS are the processes started with start (stopped by cleanup on exit),
@@ -105,4 +105,17 @@ need_tools() {
 	log "installing ${need[*]}"
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+}
+
+# report_and_exit TOOL NAME: turns $RAW into bench/results/NAME-latest.txt
+# and .json with "TOOL report" and exits with its verdict (0 every check
+# passed, 1 some failed; anything else from TOOL is an error).
+report_and_exit() {
+	local tool=$1 name=$2 rc=0
+	put "meta.loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+	[[ "$KEEP" == 1 ]] && log "raw results: $RAW"
+	"$tool" report "$RAW" "$BENCH_DIR/results/$name-latest.txt" "$BENCH_DIR/results/$name-latest.json" || rc=$?
+	((rc == 0 || rc == 1)) || die "$(basename "$tool") report failed (exit $rc)"
+	log "wrote bench/results/$name-latest.txt and bench/results/$name-latest.json"
+	exit "$rc"
 }

@@ -114,7 +114,7 @@ PIDS=()
 WORK=""
 LAST_PID=""
 # shellcheck source=lib.sh
-. "$BENCH_DIR/lib.sh" # cleanup, stop_wait, start, stop, render, cpu_idle, wait_idle, need_tools
+. "$BENCH_DIR/lib.sh" # cleanup, stop_wait, start, stop, render, cpu_idle, wait_idle, need_tools, report_and_exit
 
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -445,9 +445,4 @@ if has_step mem && ((WITH_PBX)); then
 fi
 
 # ------------------------------------------------------------------ report
-put "meta.loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
-rc=0
-"$B/siputil" report "$RAW" "$BENCH_DIR/results/sip-latest.txt" "$BENCH_DIR/results/sip-latest.json" || rc=$?
-((rc == 0 || rc == 1)) || die "siputil report failed (exit $rc)"
-log "wrote bench/results/sip-latest.txt and bench/results/sip-latest.json"
-exit "$rc"
+report_and_exit "$B/siputil" sip

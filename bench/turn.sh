@@ -140,7 +140,7 @@ PIDS=()
 WORK=""
 LAST_PID=""
 # shellcheck source=lib.sh
-. "$BENCH_DIR/lib.sh" # cleanup, stop_wait, start, stop, render, cpu_idle, wait_idle, need_tools
+. "$BENCH_DIR/lib.sh" # cleanup, stop_wait, start, stop, render, cpu_idle, wait_idle, need_tools, report_and_exit
 
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -459,10 +459,4 @@ if has_step mem; then
 fi
 
 # ------------------------------------------------------------------ report
-put "meta.loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
-[[ "$KEEP" == 1 ]] && log "raw results: $RAW"
-rc=0
-"$B/turnload" report "$RAW" "$BENCH_DIR/results/turn-latest.txt" "$BENCH_DIR/results/turn-latest.json" || rc=$?
-((rc == 0 || rc == 1)) || die "turnload report failed (exit $rc)"
-log "wrote bench/results/turn-latest.txt and bench/results/turn-latest.json"
-exit "$rc"
+report_and_exit "$B/turnload" turn
