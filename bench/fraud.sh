@@ -63,6 +63,7 @@
 #   BENCH_FRAUD_THRESHOLD=10    pbxgate fraud.suspicious_per_minute (-threshold)
 #   BENCH_FRAUD_BLACKLIST_FOR=30m  pbxgate fraud.blacklist_for (-blacklist-for)
 #   BENCH_FRAUD_SUSPECT_RATE=200   pbxgate fraud.suspect_rate (-suspect-rate)
+#   BENCH_FRAUD_UNPROVEN=16     pbxgate fraud.unproven_concurrency (-unproven-concurrency)
 #   BENCH_FRAUD_SETTLE=60s      wait for the last bans to be logged (-settle)
 #   BENCH_PIN=1                 1: fraudflood (users, backend, attackers) on
 #                               CPU 0, pbxgate alone on CPU 1 with GOMAXPROCS=1;
@@ -109,6 +110,7 @@ NICE=${BENCH_FRAUD_NICE:-10}
 THRESHOLD=${BENCH_FRAUD_THRESHOLD:-10}
 BLACKLIST_FOR=${BENCH_FRAUD_BLACKLIST_FOR:-30m}
 SUSPECT_RATE=${BENCH_FRAUD_SUSPECT_RATE:-200}
+UNPROVEN=${BENCH_FRAUD_UNPROVEN:-16}
 SETTLE=${BENCH_FRAUD_SETTLE:-60s}
 CONNECT_TIMEOUT=${BENCH_FRAUD_CONNECT_TIMEOUT:-1s}
 MODE=${BENCH_FRAUD_KERNEL:-0}
@@ -204,7 +206,7 @@ os=$(. /etc/os-release && echo "$PRETTY_NAME")
 args=(-pbxgate "$WORK/pbxgate" "${PBX_PIN[@]}"
 	-users "$USERS" -rate "$RATE" -warmup "$WARMUP" -quiet "$QUIET" -flood "$FLOOD"
 	-attackers "$ATTACKERS" -attempts "$ATTEMPTS" -timeout "$TIMEOUT" -connect-timeout "$CONNECT_TIMEOUT" -late "$LATE"
-	-attacker-nice "$NICE" -threshold "$THRESHOLD" -blacklist-for "$BLACKLIST_FOR" -suspect-rate "$SUSPECT_RATE" -settle "$SETTLE"
+	-attacker-nice "$NICE" -threshold "$THRESHOLD" -blacklist-for "$BLACKLIST_FOR" -suspect-rate "$SUSPECT_RATE" -unproven-concurrency "$UNPROVEN" -settle "$SETTLE"
 	-meta "pinning=$PINNING" -meta "commit=$commit" -meta "cpu=$cpu" -meta "cores=$ncpu" -meta "os=$os")
 [[ "$KEEP" == 1 ]] && args+=(-keep)
 

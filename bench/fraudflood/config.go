@@ -21,6 +21,7 @@ type gatewayConfig struct {
 	Threshold    int    // fraud.suspicious_per_minute
 	BlacklistFor string // fraud.blacklist_for, a pbxgate duration
 	SuspectRate  int    // fraud.suspect_rate
+	Unproven     int    // fraud.unproven_concurrency
 	MaxConns     int    // limits.max_connections
 	// KernelBlacklist turns on firewall.kernel_blacklist: pbxgate mirrors
 	// its bans into the nftables table inet pbxgate_bl of its network
@@ -59,6 +60,7 @@ fraud:
   suspicious_per_minute: {{.Threshold}}
   blacklist_for: {{q .BlacklistFor}}
   suspect_rate: {{.SuspectRate}}
+  unproven_concurrency: {{.Unproven}}
 {{- if .KernelBlacklist}}
 firewall:
   kernel_blacklist:

@@ -98,6 +98,7 @@ type options struct {
 	attackerNice int
 	threshold    int
 	suspectRate  int
+	unproven     int
 	blacklistFor string
 	host         string
 	minSuccess   float64
@@ -145,6 +146,7 @@ func main() {
 	flag.IntVar(&o.threshold, "threshold", 10, "pbxgate fraud.suspicious_per_minute")
 	flag.StringVar(&o.blacklistFor, "blacklist-for", "30m", "pbxgate fraud.blacklist_for")
 	flag.IntVar(&o.suspectRate, "suspect-rate", 200, "pbxgate fraud.suspect_rate")
+	flag.IntVar(&o.unproven, "unproven-concurrency", 16, "pbxgate fraud.unproven_concurrency")
 	flag.StringVar(&o.host, "host", "portal.bench", "Host routed to the login backend")
 	flag.Float64Var(&o.minSuccess, "min-success", 99.9, "target: flood-phase success of legitimate users, percent, at least")
 	flag.Float64Var(&o.maxRatio, "max-ratio", 2, "target: flood p99 / quiet p99, at most")
@@ -201,6 +203,7 @@ func (o *options) validate() error {
 	check(o.connTimeout <= o.timeout, "-connect-timeout %v: want at most -timeout %v", o.connTimeout, o.timeout)
 	check(o.threshold >= 1, "-threshold %d: want at least 1", o.threshold)
 	check(o.suspectRate >= 1, "-suspect-rate %d: want at least 1", o.suspectRate)
+	check(o.unproven >= 1, "-unproven-concurrency %d: want at least 1", o.unproven)
 	check(o.attackerNice >= 0 && o.attackerNice <= 19, "-attacker-nice %d: want 0..19", o.attackerNice)
 	check(o.minSuccess > 0 && o.minSuccess <= 100, "-min-success %v: want (0, 100]", o.minSuccess)
 	check(o.maxRatio >= 1, "-max-ratio %v: want at least 1", o.maxRatio)
@@ -399,7 +402,7 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 	}
 	conf, err := renderConfig(gatewayConfig{
 		DataDir: filepath.Join(work, "data"), Listen: listen, Backend: backendAddr, Host: o.host,
-		Threshold: o.threshold, BlacklistFor: o.blacklistFor, SuspectRate: o.suspectRate, MaxConns: max(10000, 2*(o.users+o.attackers)),
+		Threshold: o.threshold, BlacklistFor: o.blacklistFor, SuspectRate: o.suspectRate, Unproven: o.unproven, MaxConns: max(10000, 2*(o.users+o.attackers)),
 		KernelBlacklist: o.kernelBL,
 	})
 	if err != nil {
@@ -785,7 +788,7 @@ func setup(o options, listen string) map[string]any {
 		"users": o.users, "rate_rps": o.rate, "quiet_s": o.quiet.Seconds(), "flood_s": o.flood.Seconds(),
 		"warmup_s": o.warmup.Seconds(), "attackers": o.attackers, "attempts_per_attacker": o.attempts,
 		"timeout_s": o.timeout.Seconds(), "late_ms": float64(o.late) / 1e6, "attacker_nice": o.attackerNice,
-		"suspicious_per_minute": o.threshold, "blacklist_for": o.blacklistFor, "suspect_rate": o.suspectRate,
+		"suspicious_per_minute": o.threshold, "blacklist_for": o.blacklistFor, "suspect_rate": o.suspectRate, "unproven_concurrency": o.unproven,
 		"pbxgate_cpus": o.pbxCPUs, "pbxgate_gomaxprocs": o.pbxProcs, "listen": listen,
 		"attacker_connect_timeout_s": o.connTimeout.Seconds(), "kernel_blacklist": o.kernelBL,
 	}

@@ -181,7 +181,7 @@ func TestRenderedConfigLoads(t *testing.T) {
 func testRenderedConfig(t *testing.T, kernel bool) {
 	data, err := renderConfig(gatewayConfig{
 		DataDir: "/tmp/fraud flood/data", Listen: "127.0.0.1:40001", Backend: "127.0.0.1:40002",
-		Host: "portal.bench", Threshold: 10, BlacklistFor: "30m", SuspectRate: 200, MaxConns: 10000,
+		Host: "portal.bench", Threshold: 10, BlacklistFor: "30m", SuspectRate: 200, Unproven: 7, MaxConns: 10000,
 		KernelBlacklist: kernel,
 	})
 	if err != nil {
@@ -196,6 +196,8 @@ func testRenderedConfig(t *testing.T, kernel bool) {
 		t.Errorf("firewall.kernel_blacklist.enabled %v, want %v\n%s", c.Firewall.KernelBlacklist.Enabled, kernel, data)
 	case len(c.Firewall.Roles) != 0 || len(c.Firewall.TrustedNetworks) != 0:
 		t.Errorf("firewall %+v: only the kernel blacklist is meant", c.Firewall)
+	case c.Fraud.UnprovenConcurrency != 7 || c.Fraud.SuspectRate != 200:
+		t.Errorf("fraud %+v: want the gates' settings", c.Fraud)
 	case c.DataDir != "/tmp/fraud flood/data":
 		t.Errorf("data_dir %q", c.DataDir)
 	case len(c.Listeners) != 1 || c.Listeners[0].Address != "127.0.0.1:40001" || c.Listeners[0].TLS != "none":

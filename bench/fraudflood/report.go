@@ -46,9 +46,9 @@ func roundTo(v float64, digits int) float64 {
 func printReport(w io.Writer, r *report) {
 	fmt.Fprintf(w, "pbxgate fraud flood benchmark  %s  %s\n", r.Meta["date"], r.Meta["pbxgate_version"])
 	fmt.Fprintf(w, "%s, %s cores, %s; pinning: %s\n", r.Meta["kernel"], r.Meta["cores"], r.Meta["go"], orNone(r.Meta["pinning"]))
-	fmt.Fprintf(w, "%v legitimate users at %v req/s total; %v attackers, at most %v attempts each; threshold %v/min, ban %v\n",
+	fmt.Fprintf(w, "%v legitimate users at %v req/s total; %v attackers, at most %v attempts each; threshold %v/min, ban %v; suspect rate %v/s, unproven concurrency %v\n",
 		r.Setup["users"], r.Setup["rate_rps"], r.Setup["attackers"], r.Setup["attempts_per_attacker"],
-		r.Setup["suspicious_per_minute"], r.Setup["blacklist_for"])
+		r.Setup["suspicious_per_minute"], r.Setup["blacklist_for"], r.Setup["suspect_rate"], orDash(r.Setup["unproven_concurrency"]))
 	fmt.Fprintf(w, "bans enforced %s; attackers give up a connection attempt after %v s\n\n", r.enforcement(), r.Setup["attacker_connect_timeout_s"])
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -233,4 +233,12 @@ func histogram(h map[string]int) string {
 		parts = append(parts, fmt.Sprintf("%s: %d", k, h[k]))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// orDash is v, or "-" for a setting an older report does not have.
+func orDash(v any) any {
+	if v == nil {
+		return "-"
+	}
+	return v
 }

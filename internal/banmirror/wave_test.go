@@ -200,8 +200,8 @@ func banWave(b *testing.B, ks *kernelbl.Sync) (time.Duration, time.Duration) {
 		MaxSources:     1_000_000, NATWindow: time.Hour, NATMaxFactor: 100,
 	}, st, fraud.Options{
 		Log: log,
-		Recent: func(src netip.Addr, max int) []event.Event {
-			return ring.Recent(event.Filter{Source: netip.PrefixFrom(src, src.BitLen()), Suspicious: true}, max)
+		Recent: func(src netip.Addr, since time.Time, max int) []event.Event {
+			return ring.Recent(event.Filter{Source: netip.PrefixFrom(src, src.BitLen()), Suspicious: true, Since: since}, max)
 		},
 		OnBan:  mir.OnBan,
 		OnLift: mir.OnLift,

@@ -71,6 +71,7 @@ const (
 	DefaultNATMaxFactor        = 100
 	DefaultRecentEvents        = 10000
 	DefaultSuspectRate         = 200
+	DefaultUnprovenConcurrency = 16
 
 	DefaultSIPFloodWindow     = Duration(2 * time.Second)
 	DefaultSIPFloodLimit      = 100
@@ -132,6 +133,7 @@ const (
 	maxNATMaxFactor     = 10_000
 	maxRecentEvents     = 1_000_000
 	maxSuspectRate      = 1_000_000
+	maxUnprovenConc     = 1_000_000
 )
 
 // Defaults returns a Config holding every default that does not depend on
@@ -274,6 +276,7 @@ func (c *Config) ApplyDefaults() {
 	setInt(&f.NAT.MaxFactor, DefaultNATMaxFactor)
 	setInt(&f.RecentEvents, DefaultRecentEvents)
 	setInt(&f.SuspectRate, DefaultSuspectRate)
+	setInt(&f.UnprovenConcurrency, DefaultUnprovenConcurrency)
 
 	c.SIP.applyDefaults()
 	c.TURN.applyDefaults()

@@ -293,6 +293,15 @@ type Fraud struct {
 	// attempts a flood makes before its sources are banned from crowding
 	// out everyone else. Default 200.
 	SuspectRate int `yaml:"suspect_rate"`
+	// UnprovenConcurrency is how many new connections of unproven sources
+	// (no user logged in from there within nat.success_window, not
+	// whitelisted) may be in their first exchange at once, across the
+	// gateway; the others wait up to timeouts.first_bytes for a slot, then
+	// are closed. A connection's first exchange ends when its first request
+	// has been handed to the backend or answered. It keeps a burst of
+	// never-seen sources from queueing in front of users who logged in.
+	// Default 16.
+	UnprovenConcurrency int `yaml:"unproven_concurrency"`
 	// RecentEvents is how many events are kept in memory for the admin API's
 	// event list and as evidence quoted in bans. Default 10000.
 	RecentEvents int `yaml:"recent_events"`

@@ -67,6 +67,7 @@ func (k *checker) fraud() {
 	k.between("fraud.nat.max_factor", f.NAT.MaxFactor, 1, maxNATMaxFactor)
 	k.between("fraud.recent_events", f.RecentEvents, 1, maxRecentEvents)
 	k.between("fraud.suspect_rate", f.SuspectRate, 1, maxSuspectRate)
+	k.between("fraud.unproven_concurrency", f.UnprovenConcurrency, 1, maxUnprovenConc)
 }
 
 // unixPathMax is the room for a socket path in sockaddr_un on Linux.

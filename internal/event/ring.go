@@ -42,7 +42,7 @@ func (r *Ring) Emit(e Event) {
 		r.next, r.full = 0, true
 	}
 	for s := range r.subs {
-		if !s.filter.Match(e) {
+		if !s.filter.match(&e) {
 			continue
 		}
 		select {
@@ -67,14 +67,27 @@ func (r *Ring) Recent(f Filter, limit int) []Event {
 		limit = n
 	}
 	out := make([]Event, 0, min(limit, 256))
-	// Walk newest to oldest, then reverse.
+	// Walk newest to oldest, then reverse. Events are stored in the order
+	// they were emitted, which is their time order give or take the moment
+	// between stamping and emitting: with Since, the walk ends at the first
+	// event older than Since by more than sinceSlack (the fraud engine asks
+	// for one source's last minute when it bans, and must not scan the
+	// whole ring for it).
+	stop := time.Time{}
+	if !f.Since.IsZero() {
+		stop = f.Since.Add(-sinceSlack)
+	}
 	for i := 0; i < n && len(out) < limit; i++ {
 		j := r.next - 1 - i
 		if j < 0 {
 			j += len(r.buf)
 		}
-		if f.Match(r.buf[j]) {
-			out = append(out, r.buf[j])
+		e := &r.buf[j]
+		if !stop.IsZero() && e.Time.Before(stop) && !e.Time.IsZero() {
+			break
+		}
+		if f.match(e) {
+			out = append(out, *e)
 		}
 	}
 	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
@@ -133,13 +146,19 @@ type Filter struct {
 	Proto    string
 	Reason   string
 	User     string
-	Since    time.Time // events at or after
+	Since    time.Time // events at or after (Recent stops looking a second before it)
 	// Suspicious selects only events whose kind counts against the source.
 	Suspicious bool
 }
 
+// sinceSlack is how far out of time order Recent expects neighbouring
+// events to be.
+const sinceSlack = time.Second
+
 // Match reports whether e passes the filter.
-func (f Filter) Match(e Event) bool {
+func (f Filter) Match(e Event) bool { return f.match(&e) }
+
+func (f *Filter) match(e *Event) bool {
 	switch {
 	case f.Kind != 0 && e.Kind != f.Kind,
 		f.Suspicious && !e.Kind.Suspicious(),

@@ -97,3 +97,47 @@ func TestRingFollow(t *testing.T) {
 		t.Errorf("Recent after Close = %s", got)
 	}
 }
+
+// TestRingRecentSinceStopsEarly: with Since, Recent tolerates events up to
+// a second out of time order and stops at the first event older than that:
+// an event stored before it is not looked at, even one that would match.
+func TestRingRecentSinceStopsEarly(t *testing.T) {
+	r := NewRing(16)
+	r.Emit(ev(100, "192.0.2.1")) // would match, but behind the stop
+	r.Emit(ev(10, "192.0.2.1"))  // far older than Since: the walk ends here
+	r.Emit(ev(50, "192.0.2.1"))  // out of order by less than a second: kept
+	r.Emit(ev(51, "192.0.2.1"))
+	r.Emit(ev(52, "192.0.2.1"))
+	// Events: 100, 10, 50, 51, 52; Since 50.5 keeps 51 and 52, looks at 50
+	// (within the slack, not matching) and stops at 10.
+	got := details(r.Recent(Filter{Since: time.Unix(50, 5e8)}, 0))
+	if got != "51,52," {
+		t.Errorf("Recent since 50.5 = %s, want 51,52,", got)
+	}
+	// Without Since the whole ring is searched.
+	if got := details(r.Recent(Filter{Source: netip.MustParsePrefix("192.0.2.1/32")}, 0)); got != "100,10,50,51,52," {
+		t.Errorf("Recent = %s", got)
+	}
+}
+
+func BenchmarkRingRecentOneSource(b *testing.B) {
+	r := NewRing(10000)
+	for i := range 10000 {
+		r.Emit(Event{Time: time.Unix(int64(i)/100, 0), Kind: RejectedByService,
+			Source: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})})
+	}
+	src := netip.MustParsePrefix("10.0.39.15/32") // the newest event's source
+	for _, since := range []bool{false, true} {
+		f := Filter{Source: src, Suspicious: true}
+		if since {
+			f.Since = time.Unix(99-60, 0)
+		}
+		b.Run("since="+strconv.FormatBool(since), func(b *testing.B) {
+			for b.Loop() {
+				if len(r.Recent(f, 27)) != 1 {
+					b.Fatal("not found")
+				}
+			}
+		})
+	}
+}

@@ -270,14 +270,15 @@ func (e *Engine) describe(p *policy, a netip.Addr, at time.Time, v verdict) (str
 	if e.recent == nil {
 		return b.String(), nil
 	}
-	evs := e.recent(a, min(max(v.total+store.MaxEvidence, store.MaxEvidence), maxRecent))
+	// The window's events: they tipped the ban.
+	since := at.Add(-windowSeconds * time.Second)
+	evs := e.recent(a, since, min(max(v.total+store.MaxEvidence, store.MaxEvidence), maxRecent))
 	type group struct {
 		name string
 		n    int
 	}
 	var groups []group
 	var weighted []event.Event
-	since := at.Add(-windowSeconds * time.Second)
 	for _, ev := range evs {
 		if p.weight(&ev) <= 0 {
 			continue

@@ -24,11 +24,11 @@ type Options struct {
 	Log *slog.Logger
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
-	// Recent returns up to max of the latest events from src, oldest first
-	// (the gateway passes an event.Ring lookup). They are quoted as a ban's
-	// evidence and summarised in its reason. Nil means bans carry no
-	// evidence.
-	Recent func(src netip.Addr, max int) []event.Event
+	// Recent returns up to max of the latest events from src at or after
+	// since, oldest first (the gateway passes an event.Ring lookup). They
+	// are quoted as a ban's evidence and summarised in its reason. Nil
+	// means bans carry no evidence.
+	Recent func(src netip.Addr, since time.Time, max int) []event.Event
 	// OnBan is called once a ban is in force: for manual bans after they
 	// are written to the store, for automatic bans at once, before their
 	// store writes (which the ban writers do; Flush waits for them), so the
@@ -55,7 +55,7 @@ const banWriteTimeout = time.Minute
 type Engine struct {
 	log    *slog.Logger
 	clock  func() time.Time
-	recent func(netip.Addr, int) []event.Event
+	recent func(netip.Addr, time.Time, int) []event.Event
 	onBan  func(netip.Prefix)
 	onLift func(netip.Prefix)
 	st     store.Store

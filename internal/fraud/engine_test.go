@@ -102,8 +102,8 @@ func TestWindow(t *testing.T) {
 func TestBanEntry(t *testing.T) {
 	ring := event.NewRing(100)
 	h := newHarness(t, testConfig(), func(o *Options) {
-		o.Recent = func(src netip.Addr, max int) []event.Event {
-			return ring.Recent(event.Filter{Source: hostPrefix(src)}, max)
+		o.Recent = func(src netip.Addr, since time.Time, max int) []event.Event {
+			return ring.Recent(event.Filter{Source: hostPrefix(src), Since: since}, max)
 		}
 	})
 	sink := event.Fanout{ring, h.e}
@@ -152,16 +152,16 @@ func TestBanEntry(t *testing.T) {
 	if !got.FirstSeen.Equal(first) || !got.LastSeen.Equal(banAt) {
 		t.Errorf("FirstSeen %v LastSeen %v, want %v and %v", got.FirstSeen, got.LastSeen, first, banAt)
 	}
-	if len(got.Evidence) != 12 { // 12 weighted events of this source in the ring, the old one included
-		t.Fatalf("%d evidence lines, want 12:\n%s", len(got.Evidence), strings.Join(got.Evidence, "\n"))
+	if len(got.Evidence) != 11 { // this source's 11 weighted events in the window, not the old one
+		t.Fatalf("%d evidence lines, want 11:\n%s", len(got.Evidence), strings.Join(got.Evidence, "\n"))
 	}
 	wantLine := fmt.Sprintf(`%s rejected_by_service status listener=web service=portal user=alice\n\x1b[31m detail=401`,
 		first.Format(time.RFC3339))
-	if got.Evidence[1] != wantLine {
-		t.Errorf("evidence line\n got %q\nwant %q", got.Evidence[1], wantLine)
+	if got.Evidence[0] != wantLine {
+		t.Errorf("evidence line\n got %q\nwant %q", got.Evidence[0], wantLine)
 	}
-	if want := `rejected_by_gateway denied_path listener=web detail="GET /login.php"`; !strings.HasSuffix(got.Evidence[11], want) {
-		t.Errorf("last evidence line %q does not end with %q", got.Evidence[11], want)
+	if want := `rejected_by_gateway denied_path listener=web detail="GET /login.php"`; !strings.HasSuffix(got.Evidence[10], want) {
+		t.Errorf("last evidence line %q does not end with %q", got.Evidence[10], want)
 	}
 	lines := h.log.lines(t, "source banned")
 	if len(lines) != 1 {

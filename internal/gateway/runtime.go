@@ -315,7 +315,7 @@ func (g *Gateway) buildHTTP(rt *runtime, lc config.Listener) (*httpproxy.Handler
 }
 
 // admit is the suspect gate; nil in Check, which serves nothing.
-func (g *Gateway) admit() func(context.Context, netip.Addr) bool {
+func (g *Gateway) admit() func(context.Context, netip.Addr) (func(), bool) {
 	if g.sec == nil {
 		return nil
 	}
@@ -411,6 +411,7 @@ func (g *Gateway) listenConfig(rt *runtime, l *liveListener) listen.Config {
 		SniffBuffer:       cfg.Limits.SniffBytes,
 		Allowed:           g.guard(),
 		Admit:             g.admit(),
+		AdmitHold:         unprovenHold,
 	}
 }
 

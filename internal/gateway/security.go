@@ -49,11 +49,58 @@ type security struct {
 	closing sync.WaitGroup // closeFromLater's goroutines
 
 	// The suspect gate: new connections of suspects share suspects' rate
-	// and wait at most wait for it.
+	// and wait at most gateWait for it.
 	suspects       atomic.Pointer[rate.Limiter]
-	suspectWait    atomic.Int64 // time.Duration
+	gateWait       atomic.Int64 // time.Duration
 	suspectDelayed atomic.Uint64
 	suspectDropped atomic.Uint64
+	// The unproven gate: new connections of sources nobody logged in
+	// from (suspects too, after their rate) take one of unproven's slots
+	// until their first exchange is over, and wait at most gateWait for
+	// one.
+	unproven        atomic.Pointer[slots]
+	unprovenDelayed atomic.Uint64
+	unprovenDropped atomic.Uint64
+}
+
+// unprovenHold is the longest an unproven connection keeps its slot when
+// its first exchange is not over by then: a client that stalls mid-request
+// or a TLS handshake waiting on a slow link then stops keeping others out.
+// The slot bounds work in progress, and this is well above the gateway's
+// own work for a first request (about 0.5 ms). A variable for tests.
+var unprovenHold = 50 * time.Millisecond
+
+// slots is a fixed number of places; a reload that changes the number
+// makes new slots, and connections holding an old one give it back there.
+type slots struct {
+	ch      chan struct{}
+	release func() // frees one place; made once, so taking one does not allocate
+}
+
+func newSlots(n int) *slots {
+	s := &slots{ch: make(chan struct{}, n)}
+	s.release = func() { <-s.ch }
+	return s
+}
+
+// tryTake takes a free place if there is one.
+func (s *slots) tryTake() bool {
+	select {
+	case s.ch <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// take waits for a place until ctx ends.
+func (s *slots) take(ctx context.Context) bool {
+	select {
+	case s.ch <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func newSecurity(cfg *config.Config) *security {
@@ -72,6 +119,23 @@ func newSecurity(cfg *config.Config) *security {
 			Name: "pbxgate_suspect_connections_dropped_total",
 			Help: "New connections of suspect sources closed because their turn did not come within timeouts.first_bytes.",
 		}, func() float64 { return float64(s.suspectDropped.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "pbxgate_unproven_connections_delayed_total",
+			Help: "New connections of unproven sources that waited for a slot (fraud.unproven_concurrency).",
+		}, func() float64 { return float64(s.unprovenDelayed.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "pbxgate_unproven_connections_dropped_total",
+			Help: "New connections of unproven sources closed because no slot came free within timeouts.first_bytes.",
+		}, func() float64 { return float64(s.unprovenDropped.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pbxgate_unproven_connections_in_first_exchange",
+			Help: "New connections of unproven sources holding a slot now: admitted, first request not yet handed to the backend or answered.",
+		}, func() float64 {
+			if u := s.unproven.Load(); u != nil {
+				return float64(len(u.ch))
+			}
+			return 0
+		}),
 	)
 	s.configure(cfg)
 	return s
@@ -79,32 +143,56 @@ func newSecurity(cfg *config.Config) *security {
 
 // configure applies the settings that follow reloads.
 func (s *security) configure(cfg *config.Config) {
-	s.suspectWait.Store(int64(cfg.Timeouts.FirstBytes.D()))
+	s.gateWait.Store(int64(cfg.Timeouts.FirstBytes.D()))
 	r := cfg.Fraud.SuspectRate
 	if old := s.suspects.Load(); old == nil || old.Limit() != rate.Limit(r) {
 		s.suspects.Store(rate.NewLimiter(rate.Limit(r), r))
 	}
+	n := cfg.Fraud.UnprovenConcurrency
+	if old := s.unproven.Load(); old == nil || cap(old.ch) != n {
+		s.unproven.Store(newSlots(n))
+	}
 }
 
-// admit is the suspect gate every listener asks before reading a byte:
-// connections of suspects wait for the shared rate, everyone else passes.
-func (s *security) admit(ctx context.Context, src netip.Addr) bool {
+// admit is the gate every listener asks before reading a byte. Proven
+// sources (a user logged in from there, whitelisted) pass at once. The
+// others take one of the unproven slots until their first exchange is
+// over (release); suspects first wait for the suspects' rate. Waiting for
+// both together lasts at most timeouts.first_bytes.
+func (s *security) admit(ctx context.Context, src netip.Addr) (release func(), ok bool) {
 	e := s.engine.Load()
-	if e == nil || !e.Suspect(src) {
-		return true
+	if e == nil {
+		return nil, true
 	}
-	lim := s.suspects.Load()
-	if lim.Allow() {
-		return true
+	st := e.Standing(src)
+	if st == fraud.Proven {
+		return nil, true
 	}
-	s.suspectDelayed.Add(1)
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(s.suspectWait.Load()))
-	defer cancel()
-	if err := lim.Wait(ctx); err != nil {
-		s.suspectDropped.Add(1)
-		return false
+	var cancel context.CancelFunc // bounds the wait, made by the first wait
+	if st == fraud.Suspect {
+		if lim := s.suspects.Load(); !lim.Allow() {
+			s.suspectDelayed.Add(1)
+			ctx, cancel = context.WithTimeout(ctx, time.Duration(s.gateWait.Load()))
+			defer cancel()
+			if err := lim.Wait(ctx); err != nil {
+				s.suspectDropped.Add(1)
+				return nil, false
+			}
+		}
 	}
-	return true
+	u := s.unproven.Load()
+	if !u.tryTake() {
+		s.unprovenDelayed.Add(1)
+		if cancel == nil {
+			ctx, cancel = context.WithTimeout(ctx, time.Duration(s.gateWait.Load()))
+			defer cancel()
+		}
+		if !u.take(ctx) {
+			s.unprovenDropped.Add(1)
+			return nil, false
+		}
+	}
+	return u.release, true
 }
 
 // allowed is the guard every listener asks at accept.
@@ -129,8 +217,8 @@ func (s *security) stats() fraud.Stats {
 
 // recent is the fraud engine's evidence: the source's latest suspicious
 // events.
-func (s *security) recent(src netip.Addr, max int) []event.Event {
-	return s.ring.Recent(event.Filter{Source: netip.PrefixFrom(src, src.BitLen()), Suspicious: true}, max)
+func (s *security) recent(src netip.Addr, since time.Time, max int) []event.Event {
+	return s.ring.Recent(event.Filter{Source: netip.PrefixFrom(src, src.BitLen()), Suspicious: true, Since: since}, max)
 }
 
 // closer is a proxy server (TCP listener, UDP relay) whose connections or

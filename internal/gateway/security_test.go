@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pbxgate/pbxgate/internal/event"
+	"github.com/pbxgate/pbxgate/internal/fraud"
 )
 
 func TestStartRefusesAStoreInUse(t *testing.T) {
@@ -129,7 +130,7 @@ func TestSuspectGate(t *testing.T) {
 	if got, err := request("127.0.0.1"); !strings.HasPrefix(got, "HTTP/1.1 404") {
 		t.Fatalf("first request: %q %v", got, err)
 	}
-	if !g.sec.engine.Load().Suspect(mustAddr("127.0.0.1")) {
+	if g.sec.engine.Load().Standing(mustAddr("127.0.0.1")) != fraud.Suspect {
 		t.Fatal("not a suspect after a refusal")
 	}
 	// One connection a second: the burst token serves the first, the next

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pbxgate/pbxgate/internal/event"
+	"github.com/pbxgate/pbxgate/internal/listen"
 	"github.com/pbxgate/pbxgate/internal/relay"
 )
 
@@ -37,6 +38,7 @@ func (f *tcpForwarder) ServeConn(ctx context.Context, c net.Conn, src netip.Addr
 		})
 		return err
 	}
+	listen.Settle(c) // routed and connected: the relay costs the kernel
 	client := c
 	if p, ok := c.(peeked); ok && p.Raw() != nil {
 		if _, isTCP := bc.(*net.TCPConn); isTCP {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pbxgate/pbxgate/internal/event"
+	"github.com/pbxgate/pbxgate/internal/listen"
 )
 
 // The lean path serves HTTP/1.1 connections with one goroutine and no
@@ -97,6 +98,16 @@ type leanConn struct {
 	rdl       time.Time // read deadline in place
 	one       [1]byte
 	afterBody bool // the last request had a body: skip a stray CRLF
+	settled   bool // listen.Settle has been called
+}
+
+// settle tells the listener, once, that the connection's first request
+// has been handed to the backend or answered (listen.Settle).
+func (lc *leanConn) settle() {
+	if !lc.settled {
+		lc.settled = true
+		listen.Settle(lc.c)
+	}
 }
 
 func newLeanConn(s *Server, c net.Conn, cs connectionStater) *leanConn {
@@ -138,6 +149,7 @@ func (lc *leanConn) serve() {
 		case actHandedOff:
 			return
 		}
+		lc.settle()
 		if lc.s.leanClosing.Load() {
 			lc.close()
 			return
@@ -765,6 +777,7 @@ func (x *exchange) roundTrip(isHead bool) backendErr {
 			return backendErr{err: err}
 		}
 	}
+	lc.settle() // the backend has the request; its answer costs little
 	bc.setReadDeadline(deadline, x.h.responseHeaderTimeout/64)
 	n1xx := 0
 	rp := &rs.rp

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pbxgate/pbxgate/internal/event"
+	"github.com/pbxgate/pbxgate/internal/listen"
 )
 
 // ServerOptions configures a Server.
@@ -138,6 +139,13 @@ func NewServer(o ServerOptions, h http.Handler) *Server {
 				return context.WithValue(ctx, watchConnKey{}, wc)
 			}
 			return ctx
+		},
+		// The first request answered (idle) or the connection taken over
+		// (a WebSocket): the listener's admission slot is free again.
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if st == http.StateIdle || st == http.StateHijacked {
+				listen.Settle(c)
+			}
 		},
 	}
 	return s
@@ -340,6 +348,9 @@ type watchConn struct {
 	handled atomic.Bool // a request reached the handler
 	checked atomic.Bool // the first write was inspected
 }
+
+// NetConn returns the connection below (for listen.Settle).
+func (c *watchConn) NetConn() net.Conn { return c.Conn }
 
 func (c *watchConn) Write(p []byte) (int, error) {
 	if !c.checked.Load() && c.checked.CompareAndSwap(false, true) && !c.handled.Load() {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pbxgate/pbxgate/internal/event"
+	"github.com/pbxgate/pbxgate/internal/listen"
 )
 
 const (
@@ -109,6 +110,7 @@ func (p *Proxy) ServeConn(ctx context.Context, c net.Conn, src netip.Addr) error
 	if req.Op == OpStartTLS {
 		s.clientWaitsForTLS = true
 	}
+	listen.Settle(c) // the backend has the first request
 	return s.relay()
 }
 

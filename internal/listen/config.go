@@ -131,11 +131,20 @@ type Config struct {
 	// the connection without reading a byte and without an event. Nil
 	// allows everyone. It runs on the accept loop and must be fast.
 	Allowed func(netip.Addr) bool
-	// Admit runs on the connection's own goroutine before any byte is read
-	// and may wait (for a rate limit, say) until ctx ends; false closes the
-	// connection without an event. The connection counts against
-	// MaxConns while it waits. Nil admits everyone at once.
-	Admit func(ctx context.Context, src netip.Addr) bool
+	// Admit runs on the connection's own goroutine once its first bytes
+	// have arrived and been recognised (a client that sends nothing costs
+	// no admission), before a TLS handshake or a handler, and may wait
+	// (for a rate limit or a free slot, say) until ctx ends; ok false
+	// closes the connection without an event. The connection counts
+	// against MaxConns while it waits. A non-nil release runs once, when
+	// the connection's first exchange is over: when its handler calls
+	// Settle, when the connection closes, or after AdmitHold, whichever
+	// comes first. Nil admits everyone at once.
+	Admit func(ctx context.Context, src netip.Addr) (release func(), ok bool)
+	// AdmitHold is the longest a connection keeps what Admit gave it (a
+	// client that stalls mid-request, a TLS handshake over a slow link);
+	// 0 for no limit.
+	AdmitHold time.Duration
 }
 
 // config is a validated Config with defaults applied.

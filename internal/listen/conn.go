@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,15 +21,52 @@ type trackedConn struct {
 	src      netip.Addr // the client, unmapped
 	once     sync.Once
 	closeErr error
+
+	// release is what Admit returned; hold says whether it is still to
+	// run (see holdRelease).
+	release func()
+	hold    atomic.Int32
 }
 
-// Close closes the socket and releases the slot, once.
+// States of trackedConn.hold.
+const (
+	holdNone    = iota // nothing admitted yet
+	holdHolding        // release is set and still to run
+	holdDone           // released, or closed before anything was held
+)
+
+// Close closes the socket and releases the slot, once. A connection that
+// closes has settled.
 func (c *trackedConn) Close() error {
 	c.once.Do(func() {
 		c.closeErr = c.Conn.Close()
 		c.srv.untrack(c)
+		if c.hold.Swap(holdDone) == holdHolding {
+			c.release()
+		}
 	})
 	return c.closeErr
+}
+
+// holdRelease keeps what Admit gave the connection until it settles, it
+// closes, or max (if > 0) has passed. It runs on the connection's
+// goroutine; Close and Settle may run on others.
+func (c *trackedConn) holdRelease(release func(), max time.Duration) {
+	c.release = release
+	if !c.hold.CompareAndSwap(holdNone, holdHolding) {
+		release() // closed meanwhile
+		return
+	}
+	if max > 0 {
+		time.AfterFunc(max, c.settle)
+	}
+}
+
+// settle runs the admission's release once, if it is still held.
+func (c *trackedConn) settle() {
+	if c.hold.CompareAndSwap(holdHolding, holdDone) {
+		c.release()
+	}
 }
 
 // CloseWrite half-closes the socket if it supports it.
@@ -47,6 +85,7 @@ type Conn struct {
 	c      net.Conn     // the stream below: the tracked socket, or a *tls.Conn
 	peeked []byte       // sniffed bytes not yet returned by Read
 	raw    *net.TCPConn // the socket, for plaintext TCP only
+	tc     *trackedConn // the accepted socket, for Settle
 }
 
 // Read returns the sniffed bytes first, then reads the connection.
@@ -65,6 +104,14 @@ func (c *Conn) Read(p []byte) (int, error) {
 // Peeked returns the sniffed bytes that Read has not returned yet (all of
 // them before the first Read). The slice aliases the Conn's buffer.
 func (c *Conn) Peeked() []byte { return c.peeked }
+
+// Settle tells the listener that the connection's first exchange is over
+// (see Settle). Calling it again, or after Close, does nothing.
+func (c *Conn) Settle() {
+	if c.tc != nil {
+		c.tc.settle()
+	}
+}
 
 // Raw returns the TCP socket under a plaintext connection, nil for TLS or
 // a listener that does not produce *net.TCPConn. A forwarder may write

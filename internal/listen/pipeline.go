@@ -51,13 +51,27 @@ func (s *Server) prepare(ctx context.Context, cfg *config, tc *trackedConn, src 
 	if !ok {
 		return nil, nil, p
 	}
+	if cfg.Admit != nil {
+		// A client that has sent nothing yet has cost no admission; one
+		// that has, may wait here. The wait is not the client's: it does
+		// not count against FirstBytesTimeout.
+		waitStart := time.Now()
+		release, ok := cfg.Admit(ctx, src)
+		if !ok {
+			return nil, nil, p
+		}
+		if release != nil {
+			tc.holdRelease(release, cfg.AdmitHold)
+		}
+		start = start.Add(time.Since(waitStart))
+	}
 	if p != sniff.TLS {
 		if cfg.TLSMode == TLSRequired {
 			s.emit(src, p.String(), event.ReasonTLSRequired, clip(peeked))
 			return nil, nil, p
 		}
 		raw, _ := tc.Conn.(*net.TCPConn)
-		return s.dispatch(cfg, tc, src, p, &Conn{c: tc, peeked: peeked, raw: raw}, peeked, "")
+		return s.dispatch(cfg, tc, src, p, &Conn{c: tc, peeked: peeked, raw: raw, tc: tc}, peeked, "")
 	}
 
 	if cfg.TLSMode == TLSNone {
@@ -66,7 +80,7 @@ func (s *Server) prepare(ctx context.Context, cfg *config, tc *trackedConn, src 
 	}
 	left := cfg.FirstBytesTimeout - time.Since(start)
 	// The ClientHello is replayed to crypto/tls.
-	tlsConn := tls.Server(&Conn{c: tc, peeked: peeked}, cfg.TLS)
+	tlsConn := tls.Server(&Conn{c: tc, peeked: peeked, tc: tc}, cfg.TLS)
 	_ = tc.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	if err := tlsConn.HandshakeContext(ctx); err != nil {
 		reason := event.ReasonTLSHandshake
@@ -94,7 +108,7 @@ func (s *Server) prepare(ctx context.Context, cfg *config, tc *trackedConn, src 
 		s.emit(src, p.String(), event.ReasonProtocolRefused, "TLS inside TLS")
 		return nil, nil, p
 	}
-	inner := &TLSConn{Conn: Conn{c: tlsConn, peeked: peeked}, tls: tlsConn}
+	inner := &TLSConn{Conn: Conn{c: tlsConn, peeked: peeked, tc: tc}, tls: tlsConn}
 	return s.dispatch(cfg, tc, src, p, inner, peeked, "over TLS")
 }
 

@@ -213,10 +213,6 @@ func (s *Server) accept(ctx context.Context, nc net.Conn, checked *config) {
 	s.mu.Unlock()
 	go func() {
 		defer s.workerDone()
-		if cfg.Admit != nil && !cfg.Admit(ctx, src) {
-			_ = tc.Close()
-			return
-		}
 		s.serveConn(ctx, cfg, tc, src)
 	}()
 }

@@ -67,6 +67,7 @@ func (p *Policy) Stream(listener string) listen.Handler {
 			if err != nil {
 				return nil, err
 			}
+			listen.Settle(c) // routed, judged, connected: a phone stays for hours
 			if svc.ProxyProtocol {
 				hdr := appendProxyV2(nil, client, localAddrPort(c))
 				_ = bc.SetWriteDeadline(time.Now().Add(writeTimeout))

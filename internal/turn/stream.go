@@ -7,7 +7,10 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/pbxgate/pbxgate/internal/listen"
 )
 
 // deadlineSlack is how stale a connection's read deadline may get before a
@@ -87,6 +90,8 @@ type streamConn struct {
 	src      netip.Addr
 	start    time.Time
 	once     sync.Once
+	// settled: the first answer went out (listen.Settle).
+	settled atomic.Bool
 }
 
 func (c *streamConn) Read(p []byte) (int, error) {
@@ -142,6 +147,12 @@ func (c *streamConn) frame(msg []byte) {
 // authenticated request and which clients such as coturn's check: the
 // answer is signed here with the key the request was checked with.
 func (c *streamConn) Write(p []byte) (int, error) {
+	if !c.settled.Load() {
+		// The first answer: the listener's admission slot is free again
+		// (an allocation's connection lasts as long as the call).
+		c.settled.Store(true)
+		listen.Settle(c.Conn)
+	}
 	if c.bindKey == nil || !isSTUN(p) || binary.BigEndian.Uint16(p[0:2]) != connectionBindSuccess {
 		if !isErrorResponse(p) {
 			return c.Conn.Write(p)
