@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -289,4 +290,70 @@ func stillOurs(addr string) bool {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode == 200 && string(b) == "A"
+}
+
+// rawOrigin answers every request with a status line of its own ("200
+// Fine") and a header name in odd case, which only the lean HTTP/1.1
+// path passes on as it is (net/http writes "200 OK" and canonical names).
+func rawOrigin(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					req.Body.Close()
+					if _, err := io.WriteString(c, "HTTP/1.1 200 Fine\r\nx-lean-CASE: 1\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestHTTPTakesTheLeanPath: plain HTTP/1.1 requests are served by the lean
+// path (issue 2's throughput depends on it), also on a listener that
+// carries SIP over WebSocket beside HTTP, whose upgrades go to net/http.
+func TestHTTPTakesTheLeanPath(t *testing.T) {
+	g := start(t, parse(t, fmt.Sprintf(`data_dir: %s
+listeners:
+  - {name: web, address: "127.0.0.1:0", protocols: [http]}
+  - {name: web-ws, address: "127.0.0.1:0", protocols: [http, sip-ws]}
+services:
+  - {name: app, protocol: http, hosts: [app.test], backend: {address: %q}}
+  - {name: pbx, protocol: sip, domains: [pbx.test], backend: {address: "127.0.0.1:9", websocket: "ws://127.0.0.1:9/"}}
+`, t.TempDir(), rawOrigin(t))), &event.Recorder{})
+	for _, l := range []string{"web", "web-ws"} {
+		c, err := net.Dial("tcp", g.Addr(l).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: app.test\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 512)
+		n, _ := io.ReadAtLeast(c, b, 20)
+		head := string(b[:n])
+		if !strings.HasPrefix(head, "HTTP/1.1 200 Fine\r\n") || !strings.Contains(head, "\r\nx-lean-CASE: 1\r\n") {
+			t.Errorf("listener %s answered through net/http, not the lean path:\n%s", l, head)
+		}
+	}
 }

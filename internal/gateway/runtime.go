@@ -435,6 +435,9 @@ func (g *Gateway) newListener(ctx context.Context, rt *runtime, lc config.Listen
 		Log:               g.base,
 		Events:            g.events,
 		Listener:          lc.Name,
+		// Plain HTTP/1.1 requests take the lean path straight to hh;
+		// upgrades (SIP over WebSocket) reach l's mux through net/http.
+		Lean: l.hh,
 	}, l)
 	if h := rt.listeners[lc.Name].http; h != nil {
 		l.hh.Swap(h)

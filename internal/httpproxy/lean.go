@@ -534,6 +534,9 @@ type replayed struct {
 	pending []byte
 }
 
+// NetConn returns the connection below (for listen.Settle).
+func (c *replayed) NetConn() net.Conn { return c.Conn }
+
 func (c *replayed) Read(p []byte) (int, error) {
 	if len(c.pending) > 0 {
 		n := copy(p, c.pending)

@@ -41,6 +41,13 @@ type ServerOptions struct {
 	// lean HTTP/1.1 path (see the package documentation). For comparisons
 	// and as a fallback should the lean path misbehave.
 	NetHTTPOnly bool
+	// Lean, when set, is what the lean path serves plain HTTP/1.1 requests
+	// with although the Server's handler is another http.Handler — one
+	// that sends protocol upgrades (which the lean path hands to net/http)
+	// elsewhere and every other request to Lean, as the gateway's handler
+	// for listeners that carry SIP over WebSocket beside HTTP does. An
+	// empty Lean hands every request to net/http and the Server's handler.
+	Lean *Swappable
 }
 
 // Server defaults.
@@ -67,7 +74,8 @@ type Server struct {
 	serveDone chan struct{}
 
 	// Lean path settings.
-	lean              bool // s.h is a *Swappable or *Handler and NetHTTPOnly is off
+	lean              bool       // s.h is a *Swappable or *Handler, or leanH is set, and NetHTTPOnly is off
+	leanH             *Swappable // ServerOptions.Lean
 	readHeaderTimeout time.Duration
 	idleTimeout       time.Duration
 	maxHeaderBytes    int
@@ -119,6 +127,10 @@ func NewServer(o ServerOptions, h http.Handler) *Server {
 	}
 	switch h.(type) {
 	case *Swappable, *Handler:
+		s.lean = !o.NetHTTPOnly
+	}
+	if o.Lean != nil {
+		s.leanH = o.Lean
 		s.lean = !o.NetHTTPOnly
 	}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
@@ -212,6 +224,9 @@ func (s *Server) leanDone(lc *leanConn) {
 // handler returns the Handler for the lean path, nil if there is none
 // (an empty Swappable: net/http answers 503).
 func (s *Server) handler() *Handler {
+	if s.leanH != nil {
+		return s.leanH.p.Load()
+	}
 	switch h := s.h.(type) {
 	case *Swappable:
 		return h.p.Load()
