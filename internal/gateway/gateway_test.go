@@ -296,35 +296,19 @@ func stillOurs(addr string) bool {
 // Fine") and a header name in odd case, which only the lean HTTP/1.1
 // path passes on as it is (net/http writes "200 OK" and canonical names).
 func rawOrigin(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return tcpBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					req.Body.Close()
-					if _, err := io.WriteString(c, "HTTP/1.1 200 Fine\r\nx-lean-CASE: 1\r\nContent-Length: 2\r\n\r\nok"); err != nil {
-						return
-					}
-				}
-			}()
+			req.Body.Close()
+			if _, err := io.WriteString(c, "HTTP/1.1 200 Fine\r\nx-lean-CASE: 1\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+				return
+			}
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // TestHTTPTakesTheLeanPath: plain HTTP/1.1 requests are served by the lean

@@ -110,23 +110,19 @@ func newSecurity(cfg *config.Config) *security {
 		servers: make(map[closer]struct{}),
 	}
 	s.metrics = admin.NewMetrics(s.reg, s.stats)
+	counter := func(name, help string, v *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(v.Load()) })
+	}
 	s.reg.MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "pbxgate_suspect_connections_delayed_total",
-			Help: "New connections of suspect sources that waited for their turn (fraud.suspect_rate).",
-		}, func() float64 { return float64(s.suspectDelayed.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "pbxgate_suspect_connections_dropped_total",
-			Help: "New connections of suspect sources closed because their turn did not come within timeouts.first_bytes.",
-		}, func() float64 { return float64(s.suspectDropped.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "pbxgate_unproven_connections_delayed_total",
-			Help: "New connections of unproven sources that waited for a slot (fraud.unproven_concurrency).",
-		}, func() float64 { return float64(s.unprovenDelayed.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "pbxgate_unproven_connections_dropped_total",
-			Help: "New connections of unproven sources closed because no slot came free within timeouts.first_bytes.",
-		}, func() float64 { return float64(s.unprovenDropped.Load()) }),
+		counter("pbxgate_suspect_connections_delayed_total",
+			"New connections of suspect sources that waited for their turn (fraud.suspect_rate).", &s.suspectDelayed),
+		counter("pbxgate_suspect_connections_dropped_total",
+			"New connections of suspect sources closed because their turn did not come within timeouts.first_bytes.", &s.suspectDropped),
+		counter("pbxgate_unproven_connections_delayed_total",
+			"New connections of unproven sources that waited for a slot (fraud.unproven_concurrency).", &s.unprovenDelayed),
+		counter("pbxgate_unproven_connections_dropped_total",
+			"New connections of unproven sources closed because no slot came free within timeouts.first_bytes.", &s.unprovenDropped),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pbxgate_unproven_connections_in_first_exchange",
 			Help: "New connections of unproven sources holding a slot now: admitted, first request not yet handed to the backend or answered.",

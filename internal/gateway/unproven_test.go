@@ -150,6 +150,22 @@ func TestUnprovenGate(t *testing.T) {
 		t.Fatalf("the waiter: %q", got)
 	}
 
+	// The metrics say so.
+	mfs, err := g.sec.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if m := mf.GetMetric(); strings.HasPrefix(mf.GetName(), "pbxgate_unproven_") && len(m) == 1 {
+			got[mf.GetName()] = m[0].GetCounter().GetValue() + m[0].GetGauge().GetValue()
+		}
+	}
+	if got["pbxgate_unproven_connections_dropped_total"] != 1 || got["pbxgate_unproven_connections_delayed_total"] < 2 ||
+		len(got) != 3 {
+		t.Errorf("metrics %v: want 1 dropped, 2 or more delayed, and the slots in use", got)
+	}
+
 	// A reload resizes the gate.
 	if err := g.Reload(parse(t, conf(3))); err != nil {
 		t.Fatal(err)
@@ -203,8 +219,9 @@ func ldapBind(name string) []byte {
 	return p.Bytes()
 }
 
-// holdingBackend accepts connections and reads them until they close.
-func holdingBackend(t *testing.T) string {
+// tcpBackend serves every connection to a new loopback listener with
+// serve, closes it when serve returns, and returns the address.
+func tcpBackend(t *testing.T, serve func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -217,10 +234,15 @@ func holdingBackend(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			go func() { defer c.Close(); _, _ = io.Copy(io.Discard, c) }()
+			go func() { defer c.Close(); serve(c) }()
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// holdingBackend accepts connections and reads them until they close.
+func holdingBackend(t *testing.T) string {
+	return tcpBackend(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 }
 
 // TestLongConnectionsGiveTheirSlotBack: every protocol handler ends the
