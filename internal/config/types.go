@@ -297,8 +297,9 @@ type Fraud struct {
 	// (no user logged in from there within nat.success_window, not
 	// whitelisted) may be in their first exchange at once, across the
 	// gateway; the others wait up to timeouts.first_bytes for a slot, then
-	// are closed. A connection's first exchange ends when its first request
-	// has been handed to the backend or answered. It keeps a burst of
+	// are closed. A connection's first exchange runs from its first bytes
+	// until its first request has been handed to the backend or answered,
+	// at most 50 ms. It keeps a burst of
 	// never-seen sources from queueing in front of users who logged in.
 	// Default 16.
 	UnprovenConcurrency int `yaml:"unproven_concurrency"`
