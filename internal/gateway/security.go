@@ -164,29 +164,28 @@ func (s *security) admit(ctx context.Context, src netip.Addr) (release func(), o
 	if st == fraud.Proven {
 		return nil, true
 	}
-	var cancel context.CancelFunc // bounds the wait, made by the first wait
-	if st == fraud.Suspect {
-		if lim := s.suspects.Load(); !lim.Allow() {
-			s.suspectDelayed.Add(1)
-			ctx, cancel = context.WithTimeout(ctx, time.Duration(s.gateWait.Load()))
-			defer cancel()
-			if err := lim.Wait(ctx); err != nil {
-				s.suspectDropped.Add(1)
-				return nil, false
-			}
-		}
+	lim, u := s.suspects.Load(), s.unproven.Load()
+	turn := st != fraud.Suspect || lim.Allow()
+	if turn && u.tryTake() {
+		return u.release, true
 	}
-	u := s.unproven.Load()
-	if !u.tryTake() {
-		s.unprovenDelayed.Add(1)
-		if cancel == nil {
-			ctx, cancel = context.WithTimeout(ctx, time.Duration(s.gateWait.Load()))
-			defer cancel()
-		}
-		if !u.take(ctx) {
-			s.unprovenDropped.Add(1)
+	// Someone waits: both waits together last at most first_bytes.
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(s.gateWait.Load()))
+	defer cancel()
+	if !turn {
+		s.suspectDelayed.Add(1)
+		if err := lim.Wait(ctx); err != nil {
+			s.suspectDropped.Add(1)
 			return nil, false
 		}
+		if u.tryTake() {
+			return u.release, true
+		}
+	}
+	s.unprovenDelayed.Add(1)
+	if !u.take(ctx) {
+		s.unprovenDropped.Add(1)
+		return nil, false
 	}
 	return u.release, true
 }
