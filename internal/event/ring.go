@@ -20,7 +20,25 @@ type Ring struct {
 	subs   map[*subscriber]struct{}
 	closed bool
 
+	// Suspicious events are chained per source, newest first, so that
+	// Recent for one source's suspicious events (the fraud engine's
+	// evidence for a ban) reads that source's events only instead of
+	// scanning the ring. meta[i] describes buf[i]; newest maps a source to
+	// its newest suspicious event still in the ring (at most one entry per
+	// slot, removed when that slot is overwritten).
+	meta   []slotMeta
+	seq    uint64 // events emitted so far; meta[i].seq numbers buf[i] from 1
+	newest map[netip.Addr]int32
+
 	dropped atomic.Uint64
+}
+
+// slotMeta links one stored event to its source's previous suspicious
+// event. A link is valid only while the slot it points to holds an older
+// event than the one linking (a slot overwritten since holds a newer one).
+type slotMeta struct {
+	seq  uint64 // 0: the slot is empty
+	prev int32  // slot of the source's previous suspicious event; -1: none
 }
 
 type subscriber struct {
@@ -30,17 +48,38 @@ type subscriber struct {
 
 // NewRing returns a ring keeping the last n events (at least 1).
 func NewRing(n int) *Ring {
-	return &Ring{buf: make([]Event, max(n, 1)), subs: make(map[*subscriber]struct{})}
+	n = max(n, 1)
+	return &Ring{buf: make([]Event, n), meta: make([]slotMeta, n), subs: make(map[*subscriber]struct{}),
+		newest: make(map[netip.Addr]int32)}
+}
+
+// store writes e into the next slot and keeps the per-source chains.
+func (r *Ring) store(e *Event) {
+	i := r.next
+	if old, m := &r.buf[i], r.meta[i]; m.seq != 0 && old.Kind.Suspicious() {
+		if j, ok := r.newest[old.Source]; ok && int(j) == i {
+			delete(r.newest, old.Source) // its whole chain leaves the ring
+		}
+	}
+	r.seq++
+	m := slotMeta{seq: r.seq, prev: -1}
+	if e.Kind.Suspicious() {
+		if j, ok := r.newest[e.Source]; ok {
+			m.prev = j
+		}
+		r.newest[e.Source] = int32(i)
+	}
+	r.buf[i], r.meta[i] = *e, m
+	r.next++
+	if r.next == len(r.buf) {
+		r.next, r.full = 0, true
+	}
 }
 
 // Emit stores e and offers it to every follower whose filter matches.
 func (r *Ring) Emit(e Event) {
 	r.mu.Lock()
-	r.buf[r.next] = e
-	r.next++
-	if r.next == len(r.buf) {
-		r.next, r.full = 0, true
-	}
+	r.store(&e)
 	for s := range r.subs {
 		if !s.filter.match(&e) {
 			continue
@@ -77,17 +116,33 @@ func (r *Ring) Recent(f Filter, limit int) []Event {
 	if !f.Since.IsZero() {
 		stop = f.Since.Add(-sinceSlack)
 	}
-	for i := 0; i < n && len(out) < limit; i++ {
-		j := r.next - 1 - i
-		if j < 0 {
-			j += len(r.buf)
-		}
-		e := &r.buf[j]
+	// take looks at one event, newest first, and says whether to go on.
+	take := func(e *Event) bool {
 		if !stop.IsZero() && e.Time.Before(stop) && !e.Time.IsZero() {
-			break
+			return false
 		}
 		if f.match(e) {
 			out = append(out, *e)
+		}
+		return len(out) < limit
+	}
+	if f.Suspicious && f.Source.IsValid() && f.Source.IsSingleIP() {
+		// One source's suspicious events: follow its chain.
+		j, ok := r.newest[f.Source.Addr()]
+		for ok && take(&r.buf[j]) {
+			m := r.meta[j]
+			ok = m.prev >= 0 && r.meta[m.prev].seq < m.seq
+			j = m.prev
+		}
+	} else {
+		for i := 0; i < n; i++ {
+			j := r.next - 1 - i
+			if j < 0 {
+				j += len(r.buf)
+			}
+			if !take(&r.buf[j]) {
+				break
+			}
 		}
 	}
 	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {

@@ -141,3 +141,75 @@ func BenchmarkRingRecentOneSource(b *testing.B) {
 		})
 	}
 }
+
+// TestRingSourceChains: Recent for one source's suspicious events follows
+// that source's chain; it must give what a scan of the whole ring gives,
+// also after the ring wrapped many times and overwrote parts of chains,
+// with success events in between and with limits.
+func TestRingSourceChains(t *testing.T) {
+	const size = 37
+	r := NewRing(size)
+	var all []Event
+	srcs := []string{"192.0.2.1", "192.0.2.2", "192.0.2.3", "2001:db8::1", "::ffff:192.0.2.1"}
+	for i := range 2000 {
+		e := ev(i, srcs[(i*7+i/5)%len(srcs)])
+		if i%4 == 1 {
+			e.Kind = Success
+		}
+		r.Emit(e)
+		all = append(all, e)
+		if i%13 != 0 {
+			continue
+		}
+		inRing := all[max(len(all)-size, 0):]
+		for _, s := range srcs {
+			for _, limit := range []int{0, 1, 3, 50} {
+				f := Filter{Source: netip.PrefixFrom(netip.MustParseAddr(s), netip.MustParseAddr(s).BitLen()), Suspicious: true}
+				var want []Event
+				for j := len(inRing) - 1; j >= 0 && (limit == 0 || len(want) < limit); j-- {
+					if f.Match(inRing[j]) {
+						want = append([]Event{inRing[j]}, want...)
+					}
+				}
+				if got := details(r.Recent(f, limit)); got != details(want) {
+					t.Fatalf("after %d events, source %s, limit %d: Recent = %s, want %s", i+1, s, limit, got, details(want))
+				}
+			}
+		}
+	}
+	if n := len(r.newest); n > len(srcs) {
+		t.Errorf("%d chain heads for %d sources", n, len(srcs))
+	}
+}
+
+// TestRingChainsForget: a source whose events all left the ring leaves no
+// chain head behind, so the index stays bounded by the ring.
+func TestRingChainsForget(t *testing.T) {
+	r := NewRing(8)
+	for i := range 1000 {
+		r.Emit(ev(i, netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}).String()))
+	}
+	if n := len(r.newest); n != 8 {
+		t.Errorf("%d chain heads, want 8 (one per event in the ring)", n)
+	}
+	if got := details(r.Recent(Filter{Source: netip.MustParsePrefix("10.0.0.1/32"), Suspicious: true}, 0)); got != "" {
+		t.Errorf("an overwritten event is still found: %s", got)
+	}
+}
+
+// BenchmarkRingEmit: storing one event, suspicious (chained per source) or
+// not, with a few thousand sources in the ring.
+func BenchmarkRingEmit(b *testing.B) {
+	for _, kind := range []Kind{RejectedByService, Success} {
+		b.Run(kind.String(), func(b *testing.B) {
+			r := NewRing(10000)
+			e := Event{Time: time.Unix(1, 0), Kind: kind, Listener: "web", Proto: "http"}
+			i := 0
+			for b.Loop() {
+				e.Source = netip.AddrFrom4([4]byte{10, 0, byte(i >> 8 & 15), byte(i)})
+				r.Emit(e)
+				i++
+			}
+		})
+	}
+}

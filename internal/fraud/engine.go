@@ -31,7 +31,7 @@ type Options struct {
 	Recent func(src netip.Addr, since time.Time, max int) []event.Event
 	// OnBan is called once a ban is in force: for manual bans after they
 	// are written to the store, for automatic bans at once, before their
-	// store writes (which the ban writers do; Flush waits for them), so the
+	// store write (which the ban writer does; Flush waits for it), so the
 	// gateway can close the connections already open from inside p. It is also called for bans
 	// another node announces through store.Watch. It runs on the goroutine
 	// that made the ban (for automatic bans, the one that called Emit) and
@@ -46,8 +46,8 @@ type Options struct {
 	OnLift func(p netip.Prefix)
 }
 
-// banWriteTimeout bounds the store writes of one automatic ban, so a stuck
-// store cannot hold a ban writer forever. Generous: the writes are off the
+// banWriteTimeout bounds the store write of one batch of automatic bans,
+// so a stuck store cannot hold the ban writer forever. Generous: the writes are off the
 // request path, and a host under a flood may give the writers little CPU.
 const banWriteTimeout = time.Minute
 
@@ -70,16 +70,13 @@ type Engine struct {
 
 	// persistMu serialises the "memory + store" sequences of entry changes
 	// (unban, allow, disallow, expiry: write-locked), so that memory and
-	// store end in the same order. The ban writers hold it read-locked, and
-	// banStripes per address among themselves, so that many automatic bans
-	// are written at once (the store batches them into few commits). Never
-	// held by Allowed or Emit.
-	persistMu  sync.RWMutex
-	banStripes [64]sync.Mutex
+	// store end in the same order. The ban writer holds it read-locked.
+	// Never held by Allowed or Emit.
+	persistMu sync.RWMutex
 
-	// Automatic bans wait in banq for their store writes (history, entry),
-	// done by banWriters goroutines started with the first ban; pending
-	// counts bans queued or being written, for Flush.
+	// Automatic bans wait in banq for their store write (history, entry),
+	// done in batches by one ban writer goroutine started with the first
+	// ban; pending counts bans queued or being written, for Flush.
 	banqMu       sync.RWMutex // guards banqClosed and sends on banq
 	banqClosed   bool
 	banq         chan pendingBan
@@ -89,6 +86,7 @@ type Engine struct {
 	pending      int
 	drained      *sync.Cond
 	banQueueFull atomic.Uint64
+	banEvery     time.Duration // banCommitEvery; the package's tests shorten it
 
 	ctx       context.Context // cancelled by Close
 	cancel    context.CancelFunc
@@ -126,8 +124,10 @@ func New(cfg Config, st store.Store, o Options) (*Engine, error) {
 		onBan:  o.OnBan,
 		onLift: o.OnLift,
 		st:     st,
-		seed:   rand.Uint64(),
-		userHS: maphash.MakeSeed(),
+
+		banEvery: banCommitEvery,
+		seed:     rand.Uint64(),
+		userHS:   maphash.MakeSeed(),
 	}
 	if e.log == nil {
 		e.log = slog.Default()

@@ -339,11 +339,11 @@ func TestStoreFailureKeepsBan(t *testing.T) {
 		t.Fatal("ban not in force when the store fails")
 	}
 	st := h.e.Stats()
-	if st.StoreErrors != 2 || st.AutoBans != 1 { // RecordBan and Put
+	if st.StoreErrors != 1 || st.AutoBans != 1 { // one write for history and entry
 		t.Errorf("stats %+v", st)
 	}
-	if n := len(h.log.lines(t, "store write ban failed")) + len(h.log.lines(t, "store record ban failed")); n != 2 {
-		t.Errorf("%d store error lines, want 2", n)
+	if n := len(h.log.lines(t, "store write bans failed")); n != 1 {
+		t.Errorf("%d store error lines, want 1", n)
 	}
 	// The first ban's duration applies (level unknown).
 	h.clock.Advance(30 * time.Minute)
@@ -358,6 +358,40 @@ func TestStoreFailureKeepsBan(t *testing.T) {
 	_, found, err := h.e.Unban(bg, mustPrefix("192.0.2.2/32"))
 	if err != nil || !found || !h.e.Allowed(mustAddr("192.0.2.2")) {
 		t.Errorf("Unban of a memory-only ban: found %v err %v", found, err)
+	}
+}
+
+// TestBanWaveFewWrites: a lone ban is written at once; the bans of a wave
+// that follows go to the store together, not one write each.
+func TestBanWaveFewWrites(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.e.banEvery = banCommitEvery
+	h.emitN(fail("192.0.2.1"), 11)
+	if err := h.e.Flush(bg); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.st.banWrites.Load(); n != 1 {
+		t.Fatalf("%d writes for the lone ban", n)
+	}
+	const wave = 200
+	for i := range wave {
+		ev := fail(netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)}).String())
+		ev.Time = h.clock.Now()
+		for range 11 {
+			h.e.Emit(ev)
+		}
+	}
+	if err := h.e.Flush(bg); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.st.banWrites.Load() - 1; n < 1 || n > 3 {
+		t.Errorf("%d store writes for a wave of %d bans, want 1 to 3", n, wave)
+	}
+	if n, _ := h.st.Count(bg, store.Blacklist); n != wave+1 {
+		t.Errorf("%d bans stored, want %d", n, wave+1)
+	}
+	if n := len(h.log.lines(t, "source banned")); n != wave+1 {
+		t.Errorf("%d ban lines, want %d", n, wave+1)
 	}
 }
 

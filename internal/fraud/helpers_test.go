@@ -120,6 +120,9 @@ func newHarness(t testing.TB, cfg Config, mod ...func(*Options)) *harness {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	// Bans one after the other are written one by one, without pacing;
+	// TestBanWaveFewWrites puts the pacing back.
+	e.banEvery = 0
 	h.e = e
 	t.Cleanup(func() {
 		e.Close()
@@ -133,6 +136,7 @@ type flakyStore struct {
 	store.Store
 	failWrites atomic.Bool
 	puts       atomic.Int64
+	banWrites  atomic.Int64 // RecordBans calls
 }
 
 var errFlaky = errors.New("disk on fire")
@@ -150,6 +154,27 @@ func (f *flakyStore) RecordBan(ctx context.Context, a netip.Addr, at time.Time, 
 		return store.History{}, errFlaky
 	}
 	return f.Store.RecordBan(ctx, a, at, w)
+}
+
+// RecordBans fails as a whole while failWrites is set; otherwise it counts
+// the entries it writes in puts.
+func (f *flakyStore) RecordBans(ctx context.Context, w time.Duration, bans []store.AutoBan) error {
+	f.banWrites.Add(1)
+	if f.failWrites.Load() {
+		return errFlaky
+	}
+	counted := make([]store.AutoBan, len(bans))
+	for i, b := range bans {
+		counted[i] = b
+		counted[i].Entry = func(h store.History) (store.Entry, bool) {
+			e, ok := b.Entry(h)
+			if ok {
+				f.puts.Add(1)
+			}
+			return e, ok
+		}
+	}
+	return f.Store.RecordBans(ctx, w, counted)
 }
 
 func (f *flakyStore) Delete(ctx context.Context, l store.List, p netip.Prefix) (store.Entry, bool, error) {

@@ -524,6 +524,73 @@ func (b *Bolt) RecordBan(ctx context.Context, addr netip.Addr, at time.Time, win
 	return h, nil
 }
 
+// RecordBans implements Store in one bbolt transaction of its own (not a
+// shared batch: the Entry functions must run once).
+func (b *Bolt) RecordBans(ctx context.Context, window time.Duration, bans []AutoBan) error {
+	if err := b.begin(ctx); err != nil {
+		return err
+	}
+	if b.readOnly {
+		return ErrReadOnly
+	}
+	if err := checkAutoBans(window, bans); err != nil {
+		return err
+	}
+	return b.mapErr(b.db.Update(func(tx *bolt.Tx) error {
+		hb, err := tx.CreateBucketIfNotExists(bucketHistory)
+		if err != nil {
+			return err
+		}
+		lb, err := tx.CreateBucketIfNotExists(bucketBlacklist)
+		if err != nil {
+			return err
+		}
+		for _, ban := range bans {
+			k := addrKey(ban.Addr)
+			var old History
+			if v := hb.Get(k[:]); v != nil {
+				old, _ = decodeHistory(v) // undecodable: start over
+			}
+			h := nextHistory(old, ban.At, window)
+			if err := hb.Put(k[:], encodeHistory(h)); err != nil {
+				return err
+			}
+			e, ok := ban.Entry(h)
+			if !ok {
+				continue
+			}
+			e, v, err := checkEntry(e)
+			if err != nil {
+				return err
+			}
+			if e.List != Blacklist {
+				return fmt.Errorf("%w: automatic ban entry for the %s", ErrInvalid, e.List)
+			}
+			pk := prefixKey(e.Prefix)
+			if err := lb.Put(pk[:], v); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+}
+
+// checkAutoBans checks RecordBans' arguments.
+func checkAutoBans(window time.Duration, bans []AutoBan) error {
+	if window < 0 {
+		return fmt.Errorf("%w: negative window %s", ErrInvalid, window)
+	}
+	for _, b := range bans {
+		if !b.Addr.IsValid() {
+			return fmt.Errorf("%w: invalid address", ErrInvalid)
+		}
+		if b.Entry == nil {
+			return fmt.Errorf("%w: automatic ban of %s without an entry", ErrInvalid, b.Addr)
+		}
+	}
+	return nil
+}
+
 // nextHistory adds a ban at time at to h.
 func nextHistory(h History, at time.Time, window time.Duration) History {
 	at = normTime(at)

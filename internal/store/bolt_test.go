@@ -111,6 +111,8 @@ func TestDurableAcrossReopen(t *testing.T) {
 	if _, err := b.RecordBan(ctx, e.Prefix.Addr(), t0, time.Hour); !errors.Is(err, ErrReadOnly) {
 		t.Errorf("RecordBan on read-only = %v", err)
 	}
+	wantErr(t, b.RecordBans(ctx, time.Hour, []AutoBan{{Addr: e.Prefix.Addr(), At: t0,
+		Entry: func(History) (Entry, bool) { return e, true }}}), ErrReadOnly)
 }
 
 func TestReadOnlyMissingFile(t *testing.T) {

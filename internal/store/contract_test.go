@@ -275,6 +275,57 @@ var contract = []struct {
 			t.Errorf("other address: %+v, %v; want its own count 1", h, err)
 		}
 	}},
+	{"record bans in one write", func(t *testing.T, s Store) {
+		ctx := context.Background()
+		a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::9")
+		if _, err := s.RecordBan(ctx, a, t0, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		var seen []History
+		entry := func(p string, ok bool) func(History) (Entry, bool) {
+			return func(h History) (Entry, bool) {
+				seen = append(seen, h)
+				return Entry{List: Blacklist, Prefix: pfx(p), Origin: Auto, Reason: "r", Level: h.Bans,
+					Created: t0, Expires: t0.Add(time.Duration(h.Bans) * time.Hour)}, ok
+			}
+		}
+		at := t0.Add(time.Minute)
+		err := s.RecordBans(ctx, time.Hour, []AutoBan{
+			{Addr: a, At: at, Entry: entry("192.0.2.1/32", true)},
+			{Addr: b, At: at, Entry: entry("2001:db8::9/128", false)}, // lifted meanwhile: history only
+			{Addr: a, At: at.Add(time.Second), Entry: entry("192.0.2.1/32", true)},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(seen) != 3 || seen[0].Bans != 2 || seen[1].Bans != 1 || seen[2].Bans != 3 {
+			t.Errorf("histories %+v, want 2, 1, 3 bans", seen)
+		}
+		if e, ok, _ := s.Get(ctx, Blacklist, pfx("192.0.2.1/32")); !ok || e.Level != 3 {
+			t.Errorf("entry of a: %+v, %v; want the last one, level 3", e, ok)
+		}
+		if _, ok, _ := s.Get(ctx, Blacklist, pfx("2001:db8::9/128")); ok {
+			t.Error("an entry refused by Entry was written")
+		}
+		if h, _ := s.RecordBan(ctx, b, at.Add(time.Minute), time.Hour); h.Bans != 2 {
+			t.Errorf("history of b: %d bans, want 2", h.Bans)
+		}
+		// An invalid entry fails the whole write: nothing of it is stored.
+		err = s.RecordBans(ctx, time.Hour, []AutoBan{
+			{Addr: a, At: at, Entry: entry("192.0.2.1/32", true)},
+			{Addr: b, At: at, Entry: func(History) (Entry, bool) { return Entry{List: Whitelist, Prefix: pfx("2001:db8::9/128")}, true }},
+		})
+		wantErr(t, err, ErrInvalid)
+		if e, _, _ := s.Get(ctx, Blacklist, pfx("192.0.2.1/32")); e.Level != 3 {
+			t.Errorf("a failed RecordBans changed an entry: level %d", e.Level)
+		}
+		if h, _ := s.RecordBan(ctx, a, at.Add(time.Minute), time.Hour); h.Bans != 4 {
+			t.Errorf("a failed RecordBans changed the history: %d bans, want 4", h.Bans)
+		}
+		wantErr(t, s.RecordBans(ctx, -time.Hour, []AutoBan{{Addr: a, At: at, Entry: entry("192.0.2.1/32", true)}}), ErrInvalid)
+		wantErr(t, s.RecordBans(ctx, time.Hour, []AutoBan{{At: at, Entry: entry("192.0.2.1/32", true)}}), ErrInvalid)
+		wantErr(t, s.RecordBans(ctx, time.Hour, []AutoBan{{Addr: a, At: at}}), ErrInvalid)
+	}},
 	{"prune history", func(t *testing.T, s Store) {
 		ctx := context.Background()
 		old, recent := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
@@ -398,6 +449,8 @@ var contract = []struct {
 			s.Put(ctx, Entry{List: Blacklist, Prefix: p}), getErr, delErr, countErr, banErr,
 			s.Range(ctx, Blacklist, func(Entry) bool { return true }),
 			s.PutMeta(ctx, "k", nil), s.Watch(ctx, func(Change) {}),
+			s.RecordBans(ctx, time.Hour, []AutoBan{{Addr: netip.MustParseAddr("192.0.2.1"), At: t0,
+				Entry: func(History) (Entry, bool) { return Entry{}, false }}}),
 		} {
 			if !errors.Is(err, ErrClosed) {
 				t.Errorf("call %d after Close: %v, want ErrClosed", i, err)

@@ -181,6 +181,48 @@ func (m *Memory) RecordBan(ctx context.Context, addr netip.Addr, at time.Time, w
 	return h, nil
 }
 
+// RecordBans implements Store. Entries are checked before anything is
+// written, so an invalid one leaves the store as it was.
+func (m *Memory) RecordBans(ctx context.Context, window time.Duration, bans []AutoBan) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.beginLocked(ctx); err != nil {
+		return err
+	}
+	if err := checkAutoBans(window, bans); err != nil {
+		return err
+	}
+	hist := make(map[netip.Addr]History, len(bans))
+	var put []Entry
+	for _, b := range bans {
+		old, ok := hist[b.Addr]
+		if !ok {
+			old = m.history[b.Addr]
+		}
+		h := nextHistory(old, b.At, window)
+		hist[b.Addr] = h
+		e, ok := b.Entry(h)
+		if !ok {
+			continue
+		}
+		e, _, err := checkEntry(e)
+		if err != nil {
+			return err
+		}
+		if e.List != Blacklist {
+			return fmt.Errorf("%w: automatic ban entry for the %s", ErrInvalid, e.List)
+		}
+		put = append(put, e)
+	}
+	for a, h := range hist {
+		m.history[a] = h
+	}
+	for _, e := range put {
+		m.lists[e.List][e.Prefix] = copyEntry(e)
+	}
+	return nil
+}
+
 // PruneHistory implements Store.
 func (m *Memory) PruneHistory(ctx context.Context, cutoff time.Time) (int, error) {
 	m.mu.Lock()

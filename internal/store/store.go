@@ -101,6 +101,17 @@ type History struct {
 	Last time.Time // time of the latest ban
 }
 
+// AutoBan is one automatic ban for RecordBans.
+type AutoBan struct {
+	Addr netip.Addr
+	At   time.Time
+	// Entry returns the blacklist entry to write, given the address's ban
+	// history with this ban counted; ok false writes no entry (the history
+	// is recorded all the same). RecordBans calls it at most once, inside
+	// its write: it must be quick and must not call the Store.
+	Entry func(h History) (e Entry, ok bool)
+}
+
 // Change is an entry written or deleted by another node sharing the store.
 type Change struct {
 	Entry   Entry // for a delete only List and Prefix are set
@@ -126,6 +137,12 @@ type Store interface {
 	// history including it. A previous ban older than window restarts the
 	// count at 1.
 	RecordBan(ctx context.Context, addr netip.Addr, at time.Time, window time.Duration) (History, error)
+	// RecordBans records many automatic bans in one durable write: for each
+	// ban in order, what RecordBan does (with window), then the entry its
+	// Entry returns. It is how a wave of bans costs one commit instead of
+	// two per ban. On error nothing of it is stored; the Entry functions
+	// that were called say which.
+	RecordBans(ctx context.Context, window time.Duration, bans []AutoBan) error
 	// PruneHistory forgets bans whose latest one is before cutoff and
 	// returns how many addresses were forgotten.
 	PruneHistory(ctx context.Context, cutoff time.Time) (int, error)
