@@ -386,7 +386,7 @@ func (g *Gateway) listenConfig(rt *runtime, l *liveListener) listen.Config {
 	l.mux.Store(&sipMux{ws: lrt.ws, http: httpOrNil(lrt.http != nil, l.hh)})
 	if lrt.http != nil || lrt.ws != nil {
 		h := listen.HandlerFunc(func(_ context.Context, c net.Conn, _ netip.Addr) error {
-			return l.http.ServeConn(c)
+			return l.http.ServeConnHere(c)
 		})
 		handlers[sniff.HTTP] = h
 		handlers[sniff.HTTP2] = h

@@ -829,3 +829,46 @@ func TestLeanAccessLog(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestServeConnHere: ServeConnHere serves a lean connection on the calling
+// goroutine, request after request, and returns once the client closes it.
+func TestServeConnHere(t *testing.T) {
+	leakCheck(t)
+	o := okOrigin(t)
+	env := leanEnv(t, o.addr, Options{}, ServerOptions{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	returned := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			returned <- err
+			return
+		}
+		returned <- env.srv.ServeConnHere(&replayConn{c})
+	}()
+	cl := dial(t, ln.Addr().String())
+	for i := range 2 {
+		cl.send("GET /x HTTP/1.1\r\n" + hostHdr + "\r\n")
+		if resp, _ := cl.read("GET"); resp.StatusCode != 200 || resp.Header.Get("X-Origin") != "raw" {
+			t.Fatalf("request %d: %d %v, want 200 from the lean path", i, resp.StatusCode, resp.Header)
+		}
+		select {
+		case err := <-returned:
+			t.Fatalf("ServeConnHere returned %v with the connection open", err)
+		default:
+		}
+	}
+	cl.c.Close()
+	select {
+	case err := <-returned:
+		if err != nil {
+			t.Errorf("ServeConnHere = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ServeConnHere did not return after the client closed")
+	}
+}

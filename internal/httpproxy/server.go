@@ -178,7 +178,16 @@ func NewServer(o ServerOptions, h http.Handler) *Server {
 // HTTP/1 connections go to the lean path when the Server's handler is a
 // *Swappable or *Handler; it hands a connection over to net/http at a
 // request boundary when a request needs what only net/http does.
-func (s *Server) ServeConn(c net.Conn) error {
+func (s *Server) ServeConn(c net.Conn) error { return s.serveConn(c, false) }
+
+// ServeConnHere is ServeConn, except that an HTTP/1 connection the lean
+// path takes is served on the calling goroutine: it returns once the
+// connection is closed or handed over to net/http. A listener whose
+// connection goroutine has nothing else to do saves a goroutine (and its
+// stack growth) per connection.
+func (s *Server) ServeConnHere(c net.Conn) error { return s.serveConn(c, true) }
+
+func (s *Server) serveConn(c net.Conn, here bool) error {
 	var cs connectionStater
 	switch tc := c.(type) {
 	case *tls.Conn:
@@ -209,7 +218,11 @@ func (s *Server) ServeConn(c net.Conn) error {
 	s.leanConns[lc] = struct{}{}
 	s.leanWG.Add(1)
 	s.mu.Unlock()
-	go lc.serve()
+	if here {
+		lc.serve()
+	} else {
+		go lc.serve()
+	}
 	return nil
 }
 

@@ -23,9 +23,12 @@ type trackedConn struct {
 	closeErr error
 
 	// release is what Admit returned; hold says whether it is still to
-	// run (see holdRelease).
-	release func()
-	hold    atomic.Int32
+	// run (see holdRelease). holdTimer ends the hold after AdmitHold; it is
+	// stopped when the connection settles or closes first, so that a
+	// connection that settles in time leaves no timer behind to fire.
+	release   func()
+	hold      atomic.Int32
+	holdTimer atomic.Pointer[time.Timer]
 }
 
 // States of trackedConn.hold.
@@ -42,6 +45,7 @@ func (c *trackedConn) Close() error {
 		c.closeErr = c.Conn.Close()
 		c.srv.untrack(c)
 		if c.hold.Swap(holdDone) == holdHolding {
+			c.stopHoldTimer()
 			c.release()
 		}
 	})
@@ -58,14 +62,25 @@ func (c *trackedConn) holdRelease(release func(), max time.Duration) {
 		return
 	}
 	if max > 0 {
-		time.AfterFunc(max, c.settle)
+		c.holdTimer.Store(time.AfterFunc(max, c.settle))
+		if c.hold.Load() == holdDone {
+			c.stopHoldTimer() // settled or closed before the timer was stored
+		}
 	}
 }
 
 // settle runs the admission's release once, if it is still held.
 func (c *trackedConn) settle() {
 	if c.hold.CompareAndSwap(holdHolding, holdDone) {
+		c.stopHoldTimer()
 		c.release()
+	}
+}
+
+// stopHoldTimer stops the AdmitHold timer, if there is one.
+func (c *trackedConn) stopHoldTimer() {
+	if t := c.holdTimer.Swap(nil); t != nil {
+		t.Stop()
 	}
 }
 

@@ -562,10 +562,11 @@ func TestCloseFrom(t *testing.T) {
 	wait(t, h.closed, "third handler return")
 }
 
-// TestAllowedOnTCPListener runs the guard through the accept4 path a plain
-// *net.TCPListener gets on Linux: refused sources are closed before a
-// net.Conn exists, allowed ones are served, also behind a queue of refused
-// ones, and each source is asked about once per connection.
+// TestAllowedOnTCPListener runs the guard through the accept paths a plain
+// *net.TCPListener gets on Linux: refused sources are closed (after the
+// first one, before a net.Conn exists), allowed ones are served, also
+// behind a queue of refused ones, and each source is asked about once per
+// connection.
 func TestAllowedOnTCPListener(t *testing.T) {
 	h := newHolder()
 	var asked atomic.Int64
@@ -604,6 +605,21 @@ func TestAllowedOnTCPListener(t *testing.T) {
 	}
 	if evs := ts.events.Events(); len(evs) != 0 {
 		t.Errorf("refusals emitted %v", evs)
+	}
+	// After a refusal the loop accepts with accept4 on a duplicate of the
+	// listener, waiting in the poller: refused connections arriving one by
+	// one are closed, an allowed one arriving alone is served, and the
+	// shutdown at the end wakes the wait (the test's cleanup).
+	for range 3 {
+		expectClosed(t, dialFrom("127.0.0.66"))
+	}
+	alone := dialFrom("127.0.0.2")
+	if _, err := alone.Write([]byte("GET / HTTP/1.1\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, h.started, "the allowed connection after the refusals served")
+	if n := asked.Load(); n != refused+5 {
+		t.Errorf("Allowed asked %d times, want %d", n, refused+5)
 	}
 }
 

@@ -3,25 +3,53 @@
 package listen
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
+	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// guardedAcceptor accepts from a TCP listener with accept4 on its file
-// descriptor and closes the connections of refused sources right there,
-// before Go makes a net.Conn of them: a banned source that keeps
-// connecting costs two system calls (accept4, close) instead of the half
-// dozen, the allocations and the poller registration of net.Conn. Allowed
-// sources are handed on as an ordinary *net.TCPConn.
+// guardedAcceptor accepts from a TCP listener and closes the connections
+// of refused sources as cheaply as it can. While nothing is refused it uses
+// the listener's own Accept (one accept4 and the poller registration Go
+// does anyway). Once a source is refused, it switches to accept4 on a
+// duplicate of the listener's descriptor, waiting for connections through
+// the poller, and closes refused connections right there, before Go makes
+// a net.Conn of them: a banned source that keeps connecting then costs two
+// system calls (accept4, close) instead of the half dozen, the allocations
+// and the poller registration of net.Conn. An allowed connection accepted
+// that way becomes a net.Conn through net.FileConn, which costs a few
+// system calls more than Accept. It goes back to Accept once rawFor has
+// passed without a refusal.
+//
+// It is the listener Serve uses: Close closes the duplicate too, which
+// wakes an accept waiting on it.
 type guardedAcceptor struct {
-	ln *net.TCPListener
-	rc syscall.RawConn // only Control works on a listener
+	*net.TCPListener
+	rc syscall.RawConn // the listener's; only Control works on it
+
+	lastRefused time.Time // used by the accept loop only
+
+	mu        sync.Mutex // guards the fields below
+	dup       *os.File   // the duplicate, made at the first refusal
+	drc       syscall.RawConn
+	dupFailed bool // no duplicate could be made: Accept only
+	closed    bool
 }
+
+// rawFor is how long after the last refusal the acceptor keeps accepting
+// with accept4.
+const rawFor = 2 * time.Second
+
+// refusedPerYield is how many refused connections the accept loop closes
+// before it lets other goroutines run.
+const refusedPerYield = 64
 
 func newGuardedAcceptor(ln net.Listener) (*guardedAcceptor, bool) {
 	tl, ok := ln.(*net.TCPListener)
@@ -32,64 +60,35 @@ func newGuardedAcceptor(ln net.Listener) (*guardedAcceptor, bool) {
 	if err != nil {
 		return nil, false
 	}
-	return &guardedAcceptor{ln: tl, rc: rc}, true
+	return &guardedAcceptor{TCPListener: tl, rc: rc}, true
 }
 
-// refusedPerYield is how many refused connections the accept loop closes
-// before it lets other goroutines run.
-const refusedPerYield = 64
+// Close closes the listener and the duplicate. Idempotent.
+func (g *guardedAcceptor) Close() error {
+	err := g.TCPListener.Close()
+	g.mu.Lock()
+	g.closed = true
+	if g.dup != nil {
+		_ = g.dup.Close()
+	}
+	g.mu.Unlock()
+	return err
+}
 
-// accept returns the next connection whose source allowed accepts. It
-// first drains the listener's queue with accept4 (Go offers no blocking
-// raw read on a listener), closing refused connections; when the queue is
-// empty it waits in the listener's own Accept, whose connection is then
-// checked like any other.
+// accept returns the next connection whose source allowed accepts. It is
+// called from one goroutine only (the accept loop).
 func (g *guardedAcceptor) accept(allowed func(netip.Addr) bool) (net.Conn, error) {
 	for {
-		var (
-			nfd  = -1
-			aerr error
-		)
-		err := g.rc.Control(func(fd uintptr) {
-			refused := 0
-			for {
-				n, sa, err := unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-				switch err {
-				case nil:
-				case unix.EAGAIN:
-					return
-				case unix.EINTR, unix.ECONNABORTED:
-					continue
-				default:
-					aerr = err
-					return
+		if !g.lastRefused.IsZero() && time.Since(g.lastRefused) < rawFor {
+			if drc := g.rawConn(); drc != nil {
+				c, err := g.acceptRaw(drc, allowed)
+				if c != nil || err != nil {
+					return c, err
 				}
-				if allowed(sockaddrAddr(sa)) {
-					nfd = n
-					return
-				}
-				_ = unix.Close(n)
-				if refused++; refused%refusedPerYield == 0 {
-					runtime.Gosched()
-				}
+				continue // rawFor passed without a refusal
 			}
-		})
-		switch {
-		case err != nil:
-			return nil, err // the listener was closed
-		case aerr != nil:
-			return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: g.ln.Addr(), Err: os.NewSyscallError("accept4", aerr)}
-		case nfd >= 0:
-			f := os.NewFile(uintptr(nfd), "")
-			c, err := net.FileConn(f)
-			_ = f.Close()
-			if err != nil {
-				return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: g.ln.Addr(), Err: err}
-			}
-			return c, nil
 		}
-		// Nothing queued: wait for the next connection the ordinary way.
-		c, err := g.ln.Accept()
+		c, err := g.TCPListener.Accept()
 		if err != nil {
 			return nil, err
 		}
@@ -97,7 +96,101 @@ func (g *guardedAcceptor) accept(allowed func(netip.Addr) bool) (net.Conn, error
 			return c, nil
 		}
 		_ = c.Close()
+		g.lastRefused = time.Now()
 	}
+}
+
+// rawConn returns the duplicate's RawConn, making the duplicate first if
+// there is none; nil if none can be made (or the listener is closed: the
+// caller's Accept then says so).
+func (g *guardedAcceptor) rawConn() syscall.RawConn {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed || g.dupFailed || g.drc != nil {
+		return g.drc
+	}
+	fd := -1
+	err := g.rc.Control(func(lfd uintptr) {
+		var err error
+		if fd, err = unix.FcntlInt(lfd, unix.F_DUPFD_CLOEXEC, 0); err != nil {
+			fd = -1
+		}
+	})
+	if err != nil || fd < 0 {
+		g.dupFailed = true
+		return nil
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		_ = unix.Close(fd)
+		g.dupFailed = true
+		return nil
+	}
+	f := os.NewFile(uintptr(fd), "listener") // non-blocking: registered with the poller
+	drc, err := f.SyscallConn()
+	if err != nil {
+		_ = f.Close()
+		g.dupFailed = true
+		return nil
+	}
+	g.dup, g.drc = f, drc
+	return drc
+}
+
+// acceptRaw accepts with accept4 on the duplicate, closing refused
+// connections, until it finds an allowed source. It returns a nil Conn and
+// a nil error when rawFor has passed since the last refusal and nothing is
+// queued.
+func (g *guardedAcceptor) acceptRaw(drc syscall.RawConn, allowed func(netip.Addr) bool) (net.Conn, error) {
+	var (
+		nfd  = -1
+		aerr error
+		back bool // back to Accept
+	)
+	refused := 0
+	err := drc.Read(func(fd uintptr) bool {
+		for {
+			n, sa, err := unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			switch err {
+			case nil:
+			case unix.EAGAIN:
+				// Nothing queued: wait, unless it is time to go back.
+				back = time.Since(g.lastRefused) >= rawFor
+				return back
+			case unix.EINTR, unix.ECONNABORTED:
+				continue
+			default:
+				aerr = err
+				return true
+			}
+			if allowed(sockaddrAddr(sa)) {
+				nfd = n
+				return true
+			}
+			_ = unix.Close(n)
+			g.lastRefused = time.Now()
+			if refused++; refused%refusedPerYield == 0 {
+				runtime.Gosched()
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		if errors.Is(err, os.ErrClosed) {
+			err = net.ErrClosed
+		}
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: g.Addr(), Err: err}
+	case aerr != nil:
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: g.Addr(), Err: os.NewSyscallError("accept4", aerr)}
+	case back:
+		return nil, nil
+	}
+	f := os.NewFile(uintptr(nfd), "")
+	c, err := net.FileConn(f)
+	_ = f.Close()
+	if err != nil {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: g.Addr(), Err: err}
+	}
+	return c, nil
 }
 
 // sockaddrAddr returns the unmapped address of an accepted peer.

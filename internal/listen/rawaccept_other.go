@@ -7,7 +7,7 @@ import (
 	"net/netip"
 )
 
-type guardedAcceptor struct{}
+type guardedAcceptor struct{ net.Listener }
 
 // newGuardedAcceptor is Linux only; elsewhere Serve uses Accept and asks
 // the guard afterwards.

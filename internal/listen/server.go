@@ -101,6 +101,10 @@ func (s *Server) Active() int {
 // Accept error is returned; open connections continue until Shutdown.
 // Temporary Accept errors are retried after a pause growing from 5ms to 1s.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ga, raw := newGuardedAcceptor(ln)
+	if raw {
+		ln = ga // its Close closes what it made of ln too
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -130,7 +134,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	}()
 
-	ga, raw := newGuardedAcceptor(ln)
 	var delay time.Duration
 	for {
 		var nc net.Conn
