@@ -19,6 +19,7 @@ import (
 	"github.com/pbxgate/pbxgate/internal/config"
 	"github.com/pbxgate/pbxgate/internal/event"
 	"github.com/pbxgate/pbxgate/internal/fraud"
+	"github.com/pbxgate/pbxgate/internal/idle"
 	"github.com/pbxgate/pbxgate/internal/listen"
 	"github.com/pbxgate/pbxgate/internal/store"
 )
@@ -61,6 +62,11 @@ type security struct {
 	unproven        atomic.Pointer[slots]
 	unprovenDelayed atomic.Uint64
 	unprovenDropped atomic.Uint64
+	// With its slot, an unproven connection waits for an idle moment of
+	// the gateway (idle.Gate) before its first exchange is served, so
+	// strangers' work runs in the gaps the rest leaves. Nil until start.
+	idle     atomic.Pointer[idle.Gate]
+	idleDone chan struct{} // closed when the gate's Run returns
 }
 
 // unprovenHold is the longest an unproven connection keeps its slot when
@@ -150,11 +156,12 @@ func (s *security) configure(cfg *config.Config) {
 	}
 }
 
-// admit is the gate every listener asks before reading a byte. Proven
-// sources (a user logged in from there, whitelisted) pass at once. The
-// others take one of the unproven slots until their first exchange is
-// over (release); suspects first wait for the suspects' rate. Waiting for
-// both together lasts at most timeouts.first_bytes.
+// admit is the gate every listener asks once a connection's first bytes
+// are there. Proven sources (a user logged in from there, whitelisted)
+// pass at once. The others take one of the unproven slots until their
+// first exchange is over (release), suspects after waiting for the
+// suspects' rate; then they wait for an idle moment of the gateway. All
+// the waits together last at most timeouts.first_bytes.
 func (s *security) admit(ctx context.Context, src netip.Addr) (release func(), ok bool) {
 	e := s.engine.Load()
 	if e == nil {
@@ -165,25 +172,25 @@ func (s *security) admit(ctx context.Context, src netip.Addr) (release func(), o
 		return nil, true
 	}
 	lim, u := s.suspects.Load(), s.unproven.Load()
-	turn := st != fraud.Suspect || lim.Allow()
-	if turn && u.tryTake() {
-		return u.release, true
-	}
-	// Someone waits: both waits together last at most first_bytes.
+	// The waits together last at most first_bytes.
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(s.gateWait.Load()))
 	defer cancel()
-	if !turn {
+	if st == fraud.Suspect && !lim.Allow() {
 		s.suspectDelayed.Add(1)
 		if err := lim.Wait(ctx); err != nil {
 			s.suspectDropped.Add(1)
 			return nil, false
 		}
-		if u.tryTake() {
-			return u.release, true
+	}
+	if !u.tryTake() {
+		s.unprovenDelayed.Add(1)
+		if !u.take(ctx) {
+			s.unprovenDropped.Add(1)
+			return nil, false
 		}
 	}
-	s.unprovenDelayed.Add(1)
-	if !u.take(ctx) {
+	if g := s.idle.Load(); g != nil && !g.Wait(ctx) {
+		u.release()
 		s.unprovenDropped.Add(1)
 		return nil, false
 	}
@@ -362,6 +369,18 @@ func (g *Gateway) startSecurity(ctx context.Context, cfg *config.Config) (err er
 		_ = eng.Close()
 		return fmt.Errorf("fraud: loading state: %w", err)
 	}
+	gate, err := idle.New()
+	if err != nil {
+		return fmt.Errorf("unproven gate: %w", err)
+	}
+	s.idleDone = make(chan struct{})
+	go func() {
+		defer close(s.idleDone)
+		_ = gate.Run(context.Background()) // until Close
+	}()
+	s.idle.Store(gate)
+	cleanup = append(cleanup, s.stopIdle)
+
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.runDone = make(chan struct{})
 	go func() {
@@ -485,12 +504,22 @@ func (g *Gateway) stopSecurity(ctx context.Context) error {
 		errs = append(errs, e.Close())
 	}
 	s.closing.Wait() // no bans from here on
+	s.stopIdle()
 
 	if s.st != nil {
 		errs = append(errs, s.st.Close())
 	}
 	_ = s.ring.Close()
 	return errors.Join(errs...)
+}
+
+// stopIdle closes the unproven gate's idle gate (its waiters are turned
+// away) and waits for its goroutine. Idempotent.
+func (s *security) stopIdle() {
+	if g := s.idle.Swap(nil); g != nil {
+		_ = g.Close()
+		<-s.idleDone
+	}
 }
 
 // ready answers /readyz: serving and not shutting down.
