@@ -48,7 +48,7 @@ const (
 	answeredOther                  // some other status
 	refused                        // connection refused, or closed without an answer
 	connectTimedOut                // no handshake within -connect-timeout: the SYN went unanswered (dropped)
-	timedOut                       // connected, but no answer within -timeout
+	timedOut                       // connected, but no answer within -timeout, or closed unanswered after waiting (see lateClose)
 	otherError                     // anything else, e.g. no local port left to connect from
 	unfinished                     // cut short by the end of the phase
 )
@@ -111,7 +111,9 @@ type attackResult struct {
 	Refused        int     `json:"refused"`
 	// ConnectTimeouts are attempts whose handshake did not complete within
 	// the connect timeout (SYNs dropped, by the kernel blacklist); Timeouts
-	// are connected attempts that got no answer in time.
+	// are connected attempts that got no answer in time (or were closed
+	// unanswered after waiting lateClose or more: turned away by the
+	// unproven gate, not banned).
 	ConnectTimeouts int     `json:"connect_timeouts"`
 	Timeouts        int     `json:"timeouts"`
 	ConnectTimeout  float64 `json:"connect_timeout_s"`
@@ -232,15 +234,16 @@ func (a *attacker) attempt(ctx context.Context, k int, end time.Time, br *bufio.
 		return o, err
 	}
 	defer c.Close()
+	connected := time.Now()
 	_ = c.SetDeadline(deadline)
 	a.buf = a.request(a.buf[:0], k)
 	if _, err := c.Write(a.buf); err != nil {
-		return classify(err, cut), err
+		return classifyAfter(err, cut, time.Since(connected)), err
 	}
 	br.Reset(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
-		return classify(err, cut), err
+		return classifyAfter(err, cut, time.Since(connected)), err
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody))
 	resp.Body.Close()
@@ -277,6 +280,24 @@ func classify(err error, cut bool) outcome {
 		return refused
 	}
 	return otherError
+}
+
+// lateClose separates a ban from a wait that ran out. pbxgate closes a
+// banned source's connection at accept (or, if the ban came while it was
+// open, at once); a connection it closes unanswered after holding it this
+// long was a stranger's that waited for its turn (fraud.unproven_concurrency)
+// until timeouts.first_bytes and was turned away: no answer in time, not a
+// sign of a ban.
+const lateClose = time.Second
+
+// classifyAfter is classify for an attempt whose connection was open for
+// open when err came.
+func classifyAfter(err error, cut bool, open time.Duration) outcome {
+	o := classify(err, cut)
+	if o == refused && open >= lateClose {
+		return timedOut
+	}
+	return o
 }
 
 // attackMain is the child: "fraudflood attack -target ... ".

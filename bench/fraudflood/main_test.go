@@ -312,6 +312,16 @@ func TestClassify(t *testing.T) {
 			}
 		})
 	}
+	// A close after waiting for a turn is no ban.
+	if got := classifyAfter(io.EOF, false, 10*time.Millisecond); got != refused {
+		t.Errorf("EOF at once = %d, want refused", got)
+	}
+	if got := classifyAfter(io.EOF, false, lateClose); got != timedOut {
+		t.Errorf("EOF after %v = %d, want timedOut", lateClose, got)
+	}
+	if got := classifyAfter(&net.OpError{Op: "read", Err: timeoutErr{}}, true, lateClose); got != unfinished {
+		t.Errorf("timeout at the phase end = %d, want unfinished", got)
+	}
 }
 
 func TestAttackerTally(t *testing.T) {
