@@ -12,6 +12,9 @@ import (
 func Guard(ln net.Listener, allowed func(netip.Addr) bool) net.Listener {
 	g := &guarded{Listener: ln, allowed: allowed}
 	g.ga, g.raw = newGuardedAcceptor(ln)
+	if g.raw {
+		g.Listener = g.ga // its Close closes what it made of ln too
+	}
 	return g
 }
 

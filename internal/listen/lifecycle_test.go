@@ -666,6 +666,18 @@ func TestGuard(t *testing.T) {
 			if got := addrOf(c.RemoteAddr()); got != netip.MustParseAddr("127.0.0.1") {
 				t.Errorf("accepted %v, want 127.0.0.1", got)
 			}
+			// Close wakes an Accept that waits (on Linux, after the
+			// refusal, on the listener's duplicate).
+			errc := make(chan error, 1)
+			go func() {
+				_, err := ln.Accept()
+				errc <- err
+			}()
+			time.Sleep(20 * time.Millisecond)
+			ln.Close()
+			if err := wait(t, errc, "Accept to return after Close"); err == nil {
+				t.Error("Accept after Close returned a connection")
+			}
 		})
 	}
 }
