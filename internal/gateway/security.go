@@ -128,7 +128,7 @@ func newSecurity(cfg *config.Config) *security {
 		counter("pbxgate_unproven_connections_delayed_total",
 			"New connections of unproven sources that waited for a slot (fraud.unproven_concurrency).", &s.unprovenDelayed),
 		counter("pbxgate_unproven_connections_dropped_total",
-			"New connections of unproven sources closed because no slot came free within timeouts.first_bytes.", &s.unprovenDropped),
+			"New connections of unproven sources closed because no slot (or no idle moment of the gateway) came within timeouts.first_bytes.", &s.unprovenDropped),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pbxgate_unproven_connections_in_first_exchange",
 			Help: "New connections of unproven sources holding a slot now: admitted, first request not yet handed to the backend or answered.",
