@@ -261,7 +261,6 @@ func (e *Engine) finishAutoBans(bans []pendingBan) {
 		d        time.Duration
 		reason   string
 		evidence []string
-		ent      store.Entry
 	}
 	res := make([]result, len(bans))
 	// The evidence first, outside the store's write; the writer yields now
@@ -279,7 +278,7 @@ func (e *Engine) finishAutoBans(bans []pendingBan) {
 		r.done = true
 		r.level = max(h.Bans, 1)
 		r.d = banDuration(&b.p.cfg, r.level)
-		r.ent = store.Entry{
+		ent := store.Entry{
 			List:      store.Blacklist,
 			Prefix:    hostPrefix(b.addr),
 			Origin:    store.Auto,
@@ -294,8 +293,8 @@ func (e *Engine) finishAutoBans(bans []pendingBan) {
 		}
 		// An operator may have lifted the ban meanwhile; then it stays
 		// lifted and is not written.
-		r.live = e.guard.set(r.ent.Prefix, nanos(r.ent.Expires), true)
-		return r.ent, r.live
+		r.live = e.guard.set(ent.Prefix, nanos(ent.Expires), true)
+		return ent, r.live
 	}
 	auto := make([]store.AutoBan, len(bans))
 	for i := range bans {

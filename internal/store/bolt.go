@@ -559,12 +559,9 @@ func (b *Bolt) RecordBans(ctx context.Context, window time.Duration, bans []Auto
 			if !ok {
 				continue
 			}
-			e, v, err := checkEntry(e)
+			e, v, err := checkAutoBanEntry(e)
 			if err != nil {
 				return err
-			}
-			if e.List != Blacklist {
-				return fmt.Errorf("%w: automatic ban entry for the %s", ErrInvalid, e.List)
 			}
 			pk := prefixKey(e.Prefix)
 			if err := lb.Put(pk[:], v); err != nil {
@@ -589,6 +586,16 @@ func checkAutoBans(window time.Duration, bans []AutoBan) error {
 		}
 	}
 	return nil
+}
+
+// checkAutoBanEntry is checkEntry for the entry of an automatic ban, which
+// belongs to the blacklist.
+func checkAutoBanEntry(e Entry) (Entry, []byte, error) {
+	e, v, err := checkEntry(e)
+	if err == nil && e.List != Blacklist {
+		err = fmt.Errorf("%w: automatic ban entry for the %s", ErrInvalid, e.List)
+	}
+	return e, v, err
 }
 
 // nextHistory adds a ban at time at to h.

@@ -205,12 +205,9 @@ func (m *Memory) RecordBans(ctx context.Context, window time.Duration, bans []Au
 		if !ok {
 			continue
 		}
-		e, _, err := checkEntry(e)
+		e, _, err := checkAutoBanEntry(e)
 		if err != nil {
 			return err
-		}
-		if e.List != Blacklist {
-			return fmt.Errorf("%w: automatic ban entry for the %s", ErrInvalid, e.List)
 		}
 		put = append(put, e)
 	}
