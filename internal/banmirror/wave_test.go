@@ -199,10 +199,8 @@ func banWave(b *testing.B, ks *kernelbl.Sync) (time.Duration, time.Duration) {
 		KindWeights:    map[event.Kind]int{event.RejectedByGateway: 1, event.RejectedByService: 1},
 		MaxSources:     1_000_000, NATWindow: time.Hour, NATMaxFactor: 100,
 	}, st, fraud.Options{
-		Log: log,
-		Recent: func(src netip.Addr, since time.Time, max int) []event.Event {
-			return ring.Recent(event.Filter{Source: netip.PrefixFrom(src, src.BitLen()), Suspicious: true, Since: since}, max)
-		},
+		Log:    log,
+		Recent: ring.Evidence,
 		OnBan:  mir.OnBan,
 		OnLift: mir.OnLift,
 	})

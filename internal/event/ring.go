@@ -151,6 +151,13 @@ func (r *Ring) Recent(f Filter, limit int) []Event {
 	return out
 }
 
+// Evidence returns up to max of src's newest suspicious events at or after
+// since, oldest first: what the fraud engine quotes when it bans src
+// (fraud.Options.Recent). It follows src's chain, not the whole ring.
+func (r *Ring) Evidence(src netip.Addr, since time.Time, max int) []Event {
+	return r.Recent(Filter{Source: netip.PrefixFrom(src, src.BitLen()), Suspicious: true, Since: since}, max)
+}
+
 // Follow returns a channel receiving every new event matching f, buffered
 // for buf events, and a function that stops the delivery and closes the
 // channel. Close of the ring closes every follower's channel too.

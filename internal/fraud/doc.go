@@ -60,7 +60,7 @@
 // user, still ban at Threshold + 1.
 //
 // Escalation. A ban's level n is the number of bans of the address within
-// RecidiveWindow, this one included (store.RecordBan); it lasts
+// RecidiveWindow, this one included (store.RecordBans); it lasts
 // BanFor × 2^(n−1), capped at BanMax.
 //
 // Counting memory. A counted source costs a 56-byte slab entry plus its

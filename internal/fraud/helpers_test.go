@@ -149,13 +149,6 @@ func (f *flakyStore) Put(ctx context.Context, e store.Entry) error {
 	return f.Store.Put(ctx, e)
 }
 
-func (f *flakyStore) RecordBan(ctx context.Context, a netip.Addr, at time.Time, w time.Duration) (store.History, error) {
-	if f.failWrites.Load() {
-		return store.History{}, errFlaky
-	}
-	return f.Store.RecordBan(ctx, a, at, w)
-}
-
 // RecordBans fails as a whole while failWrites is set; otherwise it counts
 // the entries it writes in puts.
 func (f *flakyStore) RecordBans(ctx context.Context, w time.Duration, bans []store.AutoBan) error {
@@ -234,4 +227,13 @@ func (h *harness) blacklisted(t testing.TB, p string) (store.Entry, bool) {
 
 func newJSONLogger(l *logBuf) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// recordBan counts one ban of a at at in st, writing no entry, and returns
+// the history with it.
+func recordBan(ctx context.Context, st store.Store, a netip.Addr, at time.Time, window time.Duration) (store.History, error) {
+	var h store.History
+	err := st.RecordBans(ctx, window, []store.AutoBan{{Addr: a, At: at,
+		Entry: func(x store.History) (store.Entry, bool) { h = x; return store.Entry{}, false }}})
+	return h, err
 }

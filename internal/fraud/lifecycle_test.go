@@ -157,8 +157,8 @@ func TestRun(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		// Ban history: one past the recidive window (pruned when Run
 		// starts), one that falls out of it within the hour.
-		st.RecordBan(ctx, mustAddr("198.51.100.1"), time.Now().Add(-8*24*time.Hour), time.Hour)
-		st.RecordBan(ctx, mustAddr("198.51.100.2"), time.Now().Add(-7*24*time.Hour+30*time.Minute), time.Hour)
+		recordBan(ctx, st, mustAddr("198.51.100.1"), time.Now().Add(-8*24*time.Hour), time.Hour)
+		recordBan(ctx, st, mustAddr("198.51.100.2"), time.Now().Add(-7*24*time.Hour+30*time.Minute), time.Hour)
 		done := make(chan error, 1)
 		go func() { done <- e.Run(ctx) }()
 		synctest.Wait()
@@ -202,7 +202,7 @@ func TestRun(t *testing.T) {
 		// The hourly prune forgets ban history older than RecidiveWindow.
 		time.Sleep(time.Hour)
 		synctest.Wait()
-		if h, _ := st.RecordBan(ctx, mustAddr("198.51.100.2"), time.Now(), 30*24*time.Hour); h.Bans != 1 {
+		if h, _ := recordBan(ctx, st, mustAddr("198.51.100.2"), time.Now(), 30*24*time.Hour); h.Bans != 1 {
 			t.Errorf("history not pruned within the hour: %+v", h)
 		}
 

@@ -217,12 +217,6 @@ func (s *security) stats() fraud.Stats {
 	return fraud.Stats{}
 }
 
-// recent is the fraud engine's evidence: the source's latest suspicious
-// events.
-func (s *security) recent(src netip.Addr, since time.Time, max int) []event.Event {
-	return s.ring.Recent(event.Filter{Source: netip.PrefixFrom(src, src.BitLen()), Suspicious: true, Since: since}, max)
-}
-
 // closer is a proxy server (TCP listener, UDP relay) whose connections or
 // flows a ban closes.
 type closer interface{ CloseFrom(netip.Prefix) int }
@@ -349,7 +343,7 @@ func (g *Gateway) startSecurity(ctx context.Context, cfg *config.Config) (err er
 
 	eng, err := fraud.New(fraudConfig(cfg), st, fraud.Options{
 		Log:    g.base,
-		Recent: s.recent,
+		Recent: s.ring.Evidence,
 		OnBan: func(p netip.Prefix) {
 			kbl.onBan(p)
 			s.closeFromLater(p, g.log)

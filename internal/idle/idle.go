@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"sync"
 )
 
@@ -38,7 +39,6 @@ type Gate struct {
 
 	mu      sync.Mutex // guards the fields below
 	queue   []*waiter  // FIFO; cancelled waiters stay until reached
-	head    int        // index of the first live entry in queue
 	armed   bool       // a byte is in the pipe or the goroutine is about to look
 	closed  bool
 	running bool
@@ -114,7 +114,7 @@ func (g *Gate) wentOn(w *waiter) bool {
 func (g *Gate) Waiting() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return len(g.queue) - g.head
+	return len(g.queue)
 }
 
 // arm makes the pipe readable.
@@ -154,27 +154,14 @@ func (g *Gate) letOneGo() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var w *waiter
-	for g.head < len(g.queue) && w == nil {
-		if x := g.queue[g.head]; !x.gone {
-			w = x
+	for len(g.queue) > 0 && w == nil {
+		if !g.queue[0].gone {
+			w = g.queue[0]
 		}
-		g.queue[g.head] = nil
-		g.head++
+		g.queue[0] = nil
+		g.queue = g.queue[1:]
 	}
-	more := false
-	for _, x := range g.queue[g.head:] {
-		if !x.gone {
-			more = true
-			break
-		}
-	}
-	if !more {
-		g.queue, g.head = g.queue[:0], 0
-	} else if g.head > len(g.queue)/2 && g.head > 64 {
-		n := copy(g.queue, g.queue[g.head:])
-		clear(g.queue[n:])
-		g.queue, g.head = g.queue[:n], 0
-	}
+	more := slices.ContainsFunc(g.queue, func(x *waiter) bool { return !x.gone })
 	if w == nil {
 		g.armed = false
 		return
@@ -191,7 +178,7 @@ func (g *Gate) Close() error {
 	g.once.Do(func() {
 		g.mu.Lock()
 		g.closed = true
-		g.queue, g.head = nil, 0
+		g.queue = nil
 		g.mu.Unlock()
 		close(g.done)
 		_ = g.w.Close()

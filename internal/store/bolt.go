@@ -490,40 +490,6 @@ func (b *Bolt) Count(ctx context.Context, l List) (int, error) {
 	return n, err
 }
 
-// RecordBan counts one more ban of addr at time at and returns the history
-// including it: the count restarts at 1 when the previous ban is more than
-// window before at. Last is the later of the stored Last and at. A stored
-// history that does not decode is replaced (it is only a counter).
-func (b *Bolt) RecordBan(ctx context.Context, addr netip.Addr, at time.Time, window time.Duration) (History, error) {
-	if err := b.begin(ctx); err != nil {
-		return History{}, err
-	}
-	if !addr.IsValid() {
-		return History{}, fmt.Errorf("%w: invalid address", ErrInvalid)
-	}
-	if window < 0 {
-		return History{}, fmt.Errorf("%w: negative window %s", ErrInvalid, window)
-	}
-	k := addrKey(addr)
-	var h History
-	err := b.update(func(tx *bolt.Tx) error {
-		bk, err := tx.CreateBucketIfNotExists(bucketHistory)
-		if err != nil {
-			return err
-		}
-		var old History
-		if v := bk.Get(k[:]); v != nil {
-			old, _ = decodeHistory(v) // undecodable: start over
-		}
-		h = nextHistory(old, at, window)
-		return bk.Put(k[:], encodeHistory(h))
-	})
-	if err != nil {
-		return History{}, err
-	}
-	return h, nil
-}
-
 // RecordBans implements Store in one bbolt transaction of its own (not a
 // shared batch: the Entry functions must run once).
 func (b *Bolt) RecordBans(ctx context.Context, window time.Duration, bans []AutoBan) error {

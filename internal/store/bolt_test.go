@@ -90,7 +90,7 @@ func TestDurableAcrossReopen(t *testing.T) {
 	if err := b.Put(ctx, e); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.RecordBan(ctx, e.Prefix.Addr(), t0, time.Hour); err != nil {
+	if _, err := recordBan(ctx, b, e.Prefix.Addr(), t0, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.PutMeta(ctx, "admin_token", []byte("hash")); err != nil {
@@ -108,8 +108,8 @@ func TestDurableAcrossReopen(t *testing.T) {
 		t.Errorf("after reopen: GetMeta = %q, %v", v, ok)
 	}
 	wantErr(t, b.Put(ctx, e), ErrReadOnly)
-	if _, err := b.RecordBan(ctx, e.Prefix.Addr(), t0, time.Hour); !errors.Is(err, ErrReadOnly) {
-		t.Errorf("RecordBan on read-only = %v", err)
+	if _, err := recordBan(ctx, b, e.Prefix.Addr(), t0, time.Hour); !errors.Is(err, ErrReadOnly) {
+		t.Errorf("RecordBans on read-only = %v", err)
 	}
 	wantErr(t, b.RecordBans(ctx, time.Hour, []AutoBan{{Addr: e.Prefix.Addr(), At: t0,
 		Entry: func(History) (Entry, bool) { return e, true }}}), ErrReadOnly)
@@ -324,7 +324,7 @@ func populated(t testing.TB, dir string) (string, []byte) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := b.RecordBan(ctx, netip.MustParseAddr("192.0.2.7"), t0, time.Hour); err != nil {
+	if _, err := recordBan(ctx, b, netip.MustParseAddr("192.0.2.7"), t0, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.PutMeta(ctx, "admin_token", []byte("hash")); err != nil {
@@ -480,7 +480,7 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	if v, ok, _ := b.GetMeta(ctx, "admin_token"); !ok || string(v) != "hash" {
 		t.Errorf("restored meta = %q, %v", v, ok)
 	}
-	if h, _ := b.RecordBan(ctx, netip.MustParseAddr("192.0.2.7"), t0.Add(time.Minute), time.Hour); h.Bans != 2 {
+	if h, _ := recordBan(ctx, b, netip.MustParseAddr("192.0.2.7"), t0.Add(time.Minute), time.Hour); h.Bans != 2 {
 		t.Errorf("restored history: %d bans, want 2", h.Bans)
 	}
 	assertNoTemps(t, dir)

@@ -235,9 +235,9 @@ var contract = []struct {
 		wantErr(t, s.Range(ctx, 0, func(Entry) bool { return true }), ErrInvalid)
 		_, err = s.Count(ctx, 9)
 		wantErr(t, err, ErrInvalid)
-		_, err = s.RecordBan(ctx, netip.Addr{}, t0, time.Hour)
+		_, err = recordBan(ctx, s, netip.Addr{}, t0, time.Hour)
 		wantErr(t, err, ErrInvalid)
-		_, err = s.RecordBan(ctx, netip.MustParseAddr("192.0.2.1"), t0, -time.Hour)
+		_, err = recordBan(ctx, s, netip.MustParseAddr("192.0.2.1"), t0, -time.Hour)
 		wantErr(t, err, ErrInvalid)
 		wantErr(t, s.PutMeta(ctx, "schema", []byte("2")), ErrInvalid, "reserved")
 		wantErr(t, s.PutMeta(ctx, "", nil), ErrInvalid)
@@ -262,7 +262,7 @@ var contract = []struct {
 			{t0.Add(49*time.Hour + 1), 1, t0.Add(49*time.Hour + 1)}, // more than window: restart
 		}
 		for i, st := range steps {
-			h, err := s.RecordBan(ctx, a, st.at, day)
+			h, err := recordBan(ctx, s, a, st.at, day)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -270,7 +270,7 @@ var contract = []struct {
 				t.Errorf("step %d: history = %d at %v, want %d at %v", i, h.Bans, h.Last, st.wantBans, st.wantLast)
 			}
 		}
-		h, err := s.RecordBan(ctx, netip.MustParseAddr("192.0.2.1"), t0, day)
+		h, err := recordBan(ctx, s, netip.MustParseAddr("192.0.2.1"), t0, day)
 		if err != nil || h.Bans != 1 {
 			t.Errorf("other address: %+v, %v; want its own count 1", h, err)
 		}
@@ -278,7 +278,7 @@ var contract = []struct {
 	{"record bans in one write", func(t *testing.T, s Store) {
 		ctx := context.Background()
 		a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::9")
-		if _, err := s.RecordBan(ctx, a, t0, time.Hour); err != nil {
+		if _, err := recordBan(ctx, s, a, t0, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 		var seen []History
@@ -307,7 +307,7 @@ var contract = []struct {
 		if _, ok, _ := s.Get(ctx, Blacklist, pfx("2001:db8::9/128")); ok {
 			t.Error("an entry refused by Entry was written")
 		}
-		if h, _ := s.RecordBan(ctx, b, at.Add(time.Minute), time.Hour); h.Bans != 2 {
+		if h, _ := recordBan(ctx, s, b, at.Add(time.Minute), time.Hour); h.Bans != 2 {
 			t.Errorf("history of b: %d bans, want 2", h.Bans)
 		}
 		// An invalid entry fails the whole write: nothing of it is stored.
@@ -319,7 +319,7 @@ var contract = []struct {
 		if e, _, _ := s.Get(ctx, Blacklist, pfx("192.0.2.1/32")); e.Level != 3 {
 			t.Errorf("a failed RecordBans changed an entry: level %d", e.Level)
 		}
-		if h, _ := s.RecordBan(ctx, a, at.Add(time.Minute), time.Hour); h.Bans != 4 {
+		if h, _ := recordBan(ctx, s, a, at.Add(time.Minute), time.Hour); h.Bans != 4 {
 			t.Errorf("a failed RecordBans changed the history: %d bans, want 4", h.Bans)
 		}
 		wantErr(t, s.RecordBans(ctx, -time.Hour, []AutoBan{{Addr: a, At: at, Entry: entry("192.0.2.1/32", true)}}), ErrInvalid)
@@ -333,7 +333,7 @@ var contract = []struct {
 			a  netip.Addr
 			at time.Time
 		}{{old, t0}, {old, t0.Add(time.Hour)}, {recent, t0.Add(10 * time.Hour)}} {
-			if _, err := s.RecordBan(ctx, r.a, r.at, 48*time.Hour); err != nil {
+			if _, err := recordBan(ctx, s, r.a, r.at, 48*time.Hour); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -341,10 +341,10 @@ var contract = []struct {
 		if err != nil || n != 1 {
 			t.Fatalf("PruneHistory = %d, %v; want 1", n, err)
 		}
-		if h, _ := s.RecordBan(ctx, old, t0.Add(6*time.Hour), 48*time.Hour); h.Bans != 1 {
+		if h, _ := recordBan(ctx, s, old, t0.Add(6*time.Hour), 48*time.Hour); h.Bans != 1 {
 			t.Errorf("pruned address has %d bans, want a fresh 1", h.Bans)
 		}
-		if h, _ := s.RecordBan(ctx, recent, t0.Add(11*time.Hour), 48*time.Hour); h.Bans != 2 {
+		if h, _ := recordBan(ctx, s, recent, t0.Add(11*time.Hour), 48*time.Hour); h.Bans != 2 {
 			t.Errorf("kept address has %d bans, want 2", h.Bans)
 		}
 		if n, err := s.PruneHistory(ctx, t0); err != nil || n != 0 {
@@ -401,7 +401,7 @@ var contract = []struct {
 		_, _, getErr := s.Get(ctx, Blacklist, p)
 		_, _, delErr := s.Delete(ctx, Blacklist, p)
 		_, countErr := s.Count(ctx, Blacklist)
-		_, banErr := s.RecordBan(ctx, a, t0, time.Hour)
+		_, banErr := recordBan(ctx, s, a, t0, time.Hour)
 		_, pruneErr := s.PruneHistory(ctx, t0)
 		_, _, getMetaErr := s.GetMeta(ctx, "k")
 		for name, err := range map[string]error{
@@ -410,7 +410,7 @@ var contract = []struct {
 			"Delete":       delErr,
 			"Range":        s.Range(ctx, Blacklist, func(Entry) bool { return true }),
 			"Count":        countErr,
-			"RecordBan":    banErr,
+			"RecordBans":   banErr,
 			"PruneHistory": pruneErr,
 			"GetMeta":      getMetaErr,
 			"PutMeta":      s.PutMeta(ctx, "k", nil),
@@ -444,7 +444,7 @@ var contract = []struct {
 		_, _, getErr := s.Get(ctx, Blacklist, p)
 		_, _, delErr := s.Delete(ctx, Blacklist, p)
 		_, countErr := s.Count(ctx, Blacklist)
-		_, banErr := s.RecordBan(ctx, netip.MustParseAddr("192.0.2.1"), t0, time.Hour)
+		_, banErr := recordBan(ctx, s, netip.MustParseAddr("192.0.2.1"), t0, time.Hour)
 		for i, err := range []error{
 			s.Put(ctx, Entry{List: Blacklist, Prefix: p}), getErr, delErr, countErr, banErr,
 			s.Range(ctx, Blacklist, func(Entry) bool { return true }),
@@ -484,7 +484,7 @@ func ExampleStore() {
 	defer s.Close()
 	ctx := context.Background()
 	src := netip.MustParseAddr("192.0.2.7")
-	h, _ := s.RecordBan(ctx, src, t0, 7*24*time.Hour)
+	h, _ := recordBan(ctx, s, src, t0, 7*24*time.Hour)
 	_ = s.Put(ctx, Entry{
 		List: Blacklist, Prefix: netip.PrefixFrom(src, 32), Origin: Auto,
 		Reason: "weighted 10 >= 10", Created: t0, Expires: t0.Add(time.Hour), Level: h.Bans,
@@ -492,4 +492,13 @@ func ExampleStore() {
 	e, ok, _ := s.Get(ctx, Blacklist, netip.MustParsePrefix("192.0.2.7/32"))
 	fmt.Println(ok, e.Level, e.Expired(t0.Add(2*time.Hour)))
 	// Output: true 1 true
+}
+
+// recordBan counts one ban of a at at through RecordBans, writing no entry,
+// and returns the history with it.
+func recordBan(ctx context.Context, s Store, a netip.Addr, at time.Time, window time.Duration) (History, error) {
+	var h History
+	err := s.RecordBans(ctx, window, []AutoBan{{Addr: a, At: at,
+		Entry: func(x History) (Entry, bool) { h = x; return Entry{}, false }}})
+	return h, err
 }

@@ -163,24 +163,6 @@ func (m *Memory) Count(ctx context.Context, l List) (int, error) {
 	return len(m.lists[l]), nil
 }
 
-// RecordBan implements Store.
-func (m *Memory) RecordBan(ctx context.Context, addr netip.Addr, at time.Time, window time.Duration) (History, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.beginLocked(ctx); err != nil {
-		return History{}, err
-	}
-	if !addr.IsValid() {
-		return History{}, fmt.Errorf("%w: invalid address", ErrInvalid)
-	}
-	if window < 0 {
-		return History{}, fmt.Errorf("%w: negative window %s", ErrInvalid, window)
-	}
-	h := nextHistory(m.history[addr], at, window)
-	m.history[addr] = h
-	return h, nil
-}
-
 // RecordBans implements Store. Entries are checked before anything is
 // written, so an invalid one leaves the store as it was.
 func (m *Memory) RecordBans(ctx context.Context, window time.Duration, bans []AutoBan) error {

@@ -133,15 +133,12 @@ type Store interface {
 	// Count returns the number of entries in l.
 	Count(ctx context.Context, l List) (int, error)
 
-	// RecordBan counts one more ban of addr at time at and returns the
-	// history including it. A previous ban older than window restarts the
-	// count at 1.
-	RecordBan(ctx context.Context, addr netip.Addr, at time.Time, window time.Duration) (History, error)
-	// RecordBans records many automatic bans in one durable write: for each
-	// ban in order, what RecordBan does (with window), then the entry its
-	// Entry returns. It is how a wave of bans costs one commit instead of
-	// two per ban. On error nothing of it is stored; the Entry functions
-	// that were called say which.
+	// RecordBans records automatic bans in one durable write: for each ban
+	// in order, one more ban of its address at its time is counted (a
+	// previous ban older than window restarts the count at 1), and the
+	// entry its Entry returns for that history is written. A wave of bans
+	// costs one commit. On error nothing of it is stored; the Entry
+	// functions that were called say which.
 	RecordBans(ctx context.Context, window time.Duration, bans []AutoBan) error
 	// PruneHistory forgets bans whose latest one is before cutoff and
 	// returns how many addresses were forgotten.
