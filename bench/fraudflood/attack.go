@@ -15,7 +15,9 @@ import (
 	"os/signal"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -30,7 +32,8 @@ import (
 //
 // Protocol on the child's standard streams: the child prints "ready" once
 // its attackers are set up, starts them when it reads "go", and prints one
-// JSON attackResult line when done. End of input aborts it.
+// JSON attackResult line when done. After "go" the parent sends "ban ADDR"
+// for each ban pbxgate logs (see held). End of input aborts it.
 //
 // Bounds. Each attacker is one goroutine making one attempt at a time, so
 // at most -attackers connections (and, while dialing, one context watcher
@@ -49,21 +52,24 @@ const (
 	refused                        // connection refused, or closed without an answer
 	connectTimedOut                // no handshake within -connect-timeout: the SYN went unanswered (dropped)
 	timedOut                       // connected, but no answer within -timeout, or closed unanswered after waiting (see lateClose)
+	held                           // timedOut, and pbxgate had logged the source's ban by then: a refused connection held unanswered (fraud.refused_hold)
 	otherError                     // anything else, e.g. no local port left to connect from
 	unfinished                     // cut short by the end of the phase
 )
 
 // attackerStats is one attacker's tally. A "refusal" below is any sign of
-// a ban: a connection refused or closed without an answer (pbxgate drops a
-// banned source at accept), or a handshake that never completed (the kernel
+// a ban: a connection refused or closed without an answer (pbxgate refuses
+// a banned source at accept and closes the connection), one left
+// unanswered after the source's ban (pbxgate holds it for
+// fraud.refused_hold), or a handshake that never completed (the kernel
 // blacklist drops its SYNs).
 type attackerStats struct {
-	attempts, n401, other, refused, connTimeouts, timeouts, errs, unfinished int
-	firstRefusal                                                             int           // attempts answered before the first refusal; -1: never refused
-	answeredAfterBan, attemptsAfterBan                                       int           // after the first refusal
-	refusedAt                                                                time.Duration // when the first refusal came, from the start
-	lastAnswerAt                                                             time.Duration // when the last answer before it came
-	firstErr                                                                 string
+	attempts, n401, other, refused, held, connTimeouts, timeouts, errs, unfinished int
+	firstRefusal                                                                   int           // attempts answered before the first refusal; -1: never refused
+	answeredAfterBan, attemptsAfterBan                                             int           // after the first refusal
+	refusedAt                                                                      time.Duration // when the first refusal came, from the start
+	lastAnswerAt                                                                   time.Duration // when the last answer before it came
+	firstErr                                                                       string
 }
 
 func (s *attackerStats) add(o outcome, err error) {
@@ -79,10 +85,13 @@ func (s *attackerStats) add(o outcome, err error) {
 		s.n401++
 	case answeredOther:
 		s.other++
-	case refused, connectTimedOut:
-		if o == refused {
+	case refused, held, connectTimedOut:
+		switch o {
+		case refused:
 			s.refused++
-		} else {
+		case held:
+			s.held++
+		default:
 			s.connTimeouts++
 		}
 		if s.firstRefusal < 0 {
@@ -95,7 +104,7 @@ func (s *attackerStats) add(o outcome, err error) {
 	case unfinished:
 		s.unfinished++
 	}
-	if err != nil && s.firstErr == "" && o != refused && o != connectTimedOut && o != unfinished {
+	if err != nil && s.firstErr == "" && o != refused && o != held && o != connectTimedOut && o != unfinished {
 		s.firstErr = err.Error()
 	}
 }
@@ -109,6 +118,10 @@ type attackResult struct {
 	Answered401    int     `json:"answered_401"`
 	AnsweredOther  int     `json:"answered_other"`
 	Refused        int     `json:"refused"`
+	// Held are attempts left unanswered (until -timeout, or closed after
+	// lateClose) once pbxgate had logged the source's ban: refused
+	// connections it held for fraud.refused_hold.
+	Held int `json:"held"`
 	// ConnectTimeouts are attempts whose handshake did not complete within
 	// the connect timeout (SYNs dropped, by the kernel blacklist); Timeouts
 	// are connected attempts that got no answer in time (or were closed
@@ -153,6 +166,7 @@ func summarizeAttack(all []attackerStats, dur time.Duration) attackResult {
 		r.Answered401 += s.n401
 		r.AnsweredOther += s.other
 		r.Refused += s.refused
+		r.Held += s.held
 		r.ConnectTimeouts += s.connTimeouts
 		r.Timeouts += s.timeouts
 		r.Errors += s.errs
@@ -188,6 +202,7 @@ type attacker struct {
 	timeout     time.Duration // a whole attempt
 	connTimeout time.Duration // its handshake; at most timeout
 	attempts    int
+	banned      *atomic.Bool // set when the parent says pbxgate logged this source's ban
 	buf         []byte
 }
 
@@ -200,11 +215,14 @@ func (a *attacker) run(ctx context.Context, start, deadline time.Time) attackerS
 		if ctx.Err() != nil || !time.Now().Before(deadline) {
 			break
 		}
+		began := time.Since(start)
 		o, err := a.attempt(ctx, k, deadline, br)
 		before := st.firstRefusal
 		st.add(o, err)
 		switch {
 		case before >= 0:
+		case st.firstRefusal >= 0 && o == held:
+			st.refusedAt = began // refused at once, noticed at the timeout
 		case st.firstRefusal >= 0:
 			st.refusedAt = time.Since(start)
 		case o == answered401 || o == answeredOther:
@@ -238,12 +256,12 @@ func (a *attacker) attempt(ctx context.Context, k int, end time.Time, br *bufio.
 	_ = c.SetDeadline(deadline)
 	a.buf = a.request(a.buf[:0], k)
 	if _, err := c.Write(a.buf); err != nil {
-		return classifyAfter(err, cut, time.Since(connected)), err
+		return a.unanswered(err, cut, time.Since(connected)), err
 	}
 	br.Reset(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
-		return classifyAfter(err, cut, time.Since(connected)), err
+		return a.unanswered(err, cut, time.Since(connected)), err
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody))
 	resp.Body.Close()
@@ -300,6 +318,44 @@ func classifyAfter(err error, cut bool, open time.Duration) outcome {
 	return o
 }
 
+// unanswered is classifyAfter for this attacker: an attempt left without
+// an answer (timedOut) after pbxgate logged the source's ban was held. A
+// ban is in force before it is logged, and pbxgate closes the connections
+// a source has open when it is banned, so such an attempt began after the
+// ban (or its connection would have been closed at once).
+func (a *attacker) unanswered(err error, cut bool, open time.Duration) outcome {
+	o := classifyAfter(err, cut, open)
+	if o == timedOut && a.banned != nil && a.banned.Load() {
+		return held
+	}
+	return o
+}
+
+// attackerIndex is attackerAddr's inverse for the first n attackers.
+func attackerIndex(a netip.Addr, n int) (int, bool) {
+	if !isAttacker(a, n) {
+		return 0, false
+	}
+	b := a.As4()
+	return (int(b[2])<<8 | int(b[3])) - 1, true
+}
+
+// readBans reads the parent's "ban ADDR" lines until in ends and marks the
+// attackers named.
+func readBans(in *bufio.Scanner, banned []atomic.Bool) {
+	for in.Scan() {
+		s, ok := strings.CutPrefix(in.Text(), "ban ")
+		if !ok {
+			continue
+		}
+		if a, err := parseAddr(s); err == nil {
+			if i, ok := attackerIndex(a, len(banned)); ok {
+				banned[i].Store(true)
+			}
+		}
+	}
+}
+
 // attackMain is the child: "fraudflood attack -target ... ".
 func attackMain(args []string) error {
 	fs := flag.NewFlagSet("attack", flag.ContinueOnError)
@@ -323,10 +379,12 @@ func attackMain(args []string) error {
 	defer cancel()
 
 	atts := make([]*attacker, *n)
+	banned := make([]atomic.Bool, *n)
 	for i := range atts {
 		atts[i] = &attacker{
 			idx: i, src: net.TCPAddrFromAddrPort(netip.AddrPortFrom(attackerAddr(i), 0)),
 			target: *target, host: *host, timeout: *timeout, connTimeout: *connTimeout, attempts: *attempts,
+			banned: &banned[i],
 		}
 	}
 	in := bufio.NewScanner(os.Stdin)
@@ -335,8 +393,7 @@ func attackMain(args []string) error {
 		return errors.New("attack: no go from the parent")
 	}
 	go func() { // end of input: the parent is gone
-		for in.Scan() {
-		}
+		readBans(in, banned)
 		cancel()
 	}()
 	start := time.Now()

@@ -126,10 +126,13 @@ func (c *child) abort() {
 	_ = c.wait()
 }
 
-// attackReport waits for the attackers' JSON report, then for their exit.
-func attackReport(c *child, timeout time.Duration) (attackResult, error) {
+// attackReport waits for the attackers' JSON report, then for their exit;
+// it calls done once the report is in (or did not come), before the
+// child's input is closed.
+func attackReport(c *child, timeout time.Duration, done func()) (attackResult, error) {
 	var r attackResult
 	l, err := c.next(timeout)
+	done()
 	if err != nil {
 		c.abort()
 		return r, fmt.Errorf("attackers: %w: %s", err, c.stderr)

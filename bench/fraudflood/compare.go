@@ -77,7 +77,7 @@ func (r *report) mode() string {
 // printCompare writes one line per run, then each run's verdict.
 func printCompare(w io.Writer, reps []*report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "bans enforced\tquiet p99 ms\tflood p99 ms\tp99 ratio\tp99 ms from 2nd s\tafter-burst p99 ms\tflood success %\tpbxgate CPU s\tattempts\tanswered\trefused\tconnect timeouts\tkernel drops\tresult\t")
+	fmt.Fprintln(tw, "bans enforced\tquiet p99 ms\tflood p99 ms\tp99 ratio\tp99 ms from 2nd s\tafter-burst p99 ms\tflood success %\tpbxgate CPU s\tattempts\tanswered\trefused\theld\tconnect timeouts\tkernel drops\tresult\t")
 	for _, r := range reps {
 		after, drops, rest := "-", "-", "-"
 		if r.FloodRest != nil {
@@ -90,9 +90,9 @@ func printCompare(w io.Writer, reps []*report) {
 			drops = fmt.Sprintf("%d", r.Kernel.DropsFlood)
 		}
 		a := r.Attack
-		fmt.Fprintf(tw, "%s\t%.3f\t%.3f\t%.3f\t%s\t%s\t%.3f\t%.2f\t%d\t%d\t%d\t%d\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%.3f\t%.3f\t%.3f\t%s\t%s\t%.3f\t%.2f\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n",
 			r.mode(), r.Quiet.P99, r.Flood.P99, r.Ratio, rest, after, r.Flood.SuccessPct, r.Flood.GatewayCPU,
-			a.Attempts, a.Answered401+a.AnsweredOther, a.Refused, a.ConnectTimeouts, drops, passFail(r.Verdict.Pass))
+			a.Attempts, a.Answered401+a.AnsweredOther, a.Refused, a.Held, a.ConnectTimeouts, drops, passFail(r.Verdict.Pass))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

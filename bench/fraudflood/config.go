@@ -22,6 +22,7 @@ type gatewayConfig struct {
 	BlacklistFor string // fraud.blacklist_for, a pbxgate duration
 	SuspectRate  int    // fraud.suspect_rate
 	Unproven     int    // fraud.unproven_concurrency
+	RefusedHold  string // fraud.refused_hold; empty: pbxgate's default
 	MaxConns     int    // limits.max_connections
 	// KernelBlacklist turns on firewall.kernel_blacklist: pbxgate mirrors
 	// its bans into the nftables table inet pbxgate_bl of its network
@@ -61,6 +62,9 @@ fraud:
   blacklist_for: {{q .BlacklistFor}}
   suspect_rate: {{.SuspectRate}}
   unproven_concurrency: {{.Unproven}}
+{{- if .RefusedHold}}
+  refused_hold: {{q .RefusedHold}}
+{{- end}}
 {{- if .KernelBlacklist}}
 firewall:
   kernel_blacklist:

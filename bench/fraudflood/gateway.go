@@ -148,6 +148,41 @@ func (g *gateway) banCount() int {
 	return len(g.bans) + g.moreBans
 }
 
+// bansFrom returns the sources of the bans logged so far from the n-th on.
+func (g *gateway) bansFrom(n int) []string {
+	g.readLog()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var srcs []string
+	for _, b := range g.bans[min(n, len(g.bans)):] {
+		srcs = append(srcs, b.Src)
+	}
+	return srcs
+}
+
+// forwardBans sends the attackers a "ban ADDR" line for each ban pbxgate
+// logs, every 100 ms, until stop is closed: they count an attempt left
+// unanswered after their ban as refused (held).
+func (g *gateway) forwardBans(att *child, stop <-chan struct{}) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	sent := 0
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		srcs := g.bansFrom(sent)
+		for _, s := range srcs {
+			if att.send("ban "+s) != nil {
+				return // the child is gone; its report says why
+			}
+		}
+		sent += len(srcs)
+	}
+}
+
 // waitBans waits until at least want bans are logged, no ban was logged
 // for quiet, max passed, or the process exited.
 func (g *gateway) waitBans(want int, quiet, max time.Duration) {

@@ -100,6 +100,7 @@ type options struct {
 	suspectRate  int
 	unproven     int
 	blacklistFor string
+	refusedHold  string
 	host         string
 	minSuccess   float64
 	maxRatio     float64
@@ -147,6 +148,7 @@ func main() {
 	flag.StringVar(&o.blacklistFor, "blacklist-for", "30m", "pbxgate fraud.blacklist_for")
 	flag.IntVar(&o.suspectRate, "suspect-rate", 200, "pbxgate fraud.suspect_rate")
 	flag.IntVar(&o.unproven, "unproven-concurrency", 16, "pbxgate fraud.unproven_concurrency")
+	flag.StringVar(&o.refusedHold, "refused-hold", "", "pbxgate fraud.refused_hold (empty: pbxgate's default)")
 	flag.StringVar(&o.host, "host", "portal.bench", "Host routed to the login backend")
 	flag.Float64Var(&o.minSuccess, "min-success", 99.9, "target: flood-phase success of legitimate users, percent, at least")
 	flag.Float64Var(&o.maxRatio, "max-ratio", 2, "target: flood p99 / quiet p99, at most")
@@ -402,7 +404,7 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 	}
 	conf, err := renderConfig(gatewayConfig{
 		DataDir: filepath.Join(work, "data"), Listen: listen, Backend: backendAddr, Host: o.host,
-		Threshold: o.threshold, BlacklistFor: o.blacklistFor, SuspectRate: o.suspectRate, Unproven: o.unproven, MaxConns: max(10000, 2*(o.users+o.attackers)),
+		Threshold: o.threshold, BlacklistFor: o.blacklistFor, SuspectRate: o.suspectRate, Unproven: o.unproven, RefusedHold: o.refusedHold, MaxConns: max(10000, 2*(o.users+o.attackers)),
 		KernelBlacklist: o.kernelBL,
 	})
 	if err != nil {
@@ -522,15 +524,26 @@ func run(ctx context.Context, o options) (rep *report, err error) {
 	logf("flood phase %v: %d users, %d req/s, %d attackers", o.flood, o.users, o.rate, o.attackers)
 	var floodStart time.Time
 	var floodSamples []sample
+	stopForward := make(chan struct{})
+	var fwd sync.WaitGroup
+	stopForwarding := sync.OnceFunc(func() { close(stopForward); fwd.Wait() })
+	defer stopForwarding()
 	if rep.Flood, rep.FloodDirect, floodSamples, err = runPhase(ctx, clients, direct, o, o.flood, func() error {
 		floodStart = time.Now()
-		return att.send("go")
+		if err := att.send("go"); err != nil {
+			return err
+		}
+		fwd.Go(func() { gw.forwardBans(att, stopForward) })
+		return nil
 	}, gw.cmd.Process.Pid, kern); err != nil {
 		return nil, err
 	}
 	k2 := kernelDrops()
 	rep.Gateway.PeakRSSKiB = peakRSS(gw.cmd.Process.Pid)
-	if rep.Attack, err = attackReport(att, o.flood+o.timeout+30*time.Second); err != nil {
+	// The attackers finish their last attempts (at most -timeout) after
+	// the phase; bans keep being forwarded until they report.
+	rep.Attack, err = attackReport(att, o.flood+o.timeout+30*time.Second, stopForwarding)
+	if err != nil {
 		return nil, err
 	}
 	if ctx.Err() != nil {
@@ -789,6 +802,7 @@ func setup(o options, listen string) map[string]any {
 		"warmup_s": o.warmup.Seconds(), "attackers": o.attackers, "attempts_per_attacker": o.attempts,
 		"timeout_s": o.timeout.Seconds(), "late_ms": float64(o.late) / 1e6, "attacker_nice": o.attackerNice,
 		"suspicious_per_minute": o.threshold, "blacklist_for": o.blacklistFor, "suspect_rate": o.suspectRate, "unproven_concurrency": o.unproven,
+		"refused_hold": o.refusedHold,
 		"pbxgate_cpus": o.pbxCPUs, "pbxgate_gomaxprocs": o.pbxProcs, "listen": listen,
 		"attacker_connect_timeout_s": o.connTimeout.Seconds(), "kernel_blacklist": o.kernelBL,
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -179,10 +181,14 @@ func TestRenderedConfigLoads(t *testing.T) {
 }
 
 func testRenderedConfig(t *testing.T, kernel bool) {
+	hold, wantHold := "", config.DefaultRefusedHold // pbxgate's default, or -refused-hold
+	if kernel {
+		hold, wantHold = "0s", 0
+	}
 	data, err := renderConfig(gatewayConfig{
 		DataDir: "/tmp/fraud flood/data", Listen: "127.0.0.1:40001", Backend: "127.0.0.1:40002",
 		Host: "portal.bench", Threshold: 10, BlacklistFor: "30m", SuspectRate: 200, Unproven: 7, MaxConns: 10000,
-		KernelBlacklist: kernel,
+		KernelBlacklist: kernel, RefusedHold: hold,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -196,6 +202,8 @@ func testRenderedConfig(t *testing.T, kernel bool) {
 		t.Errorf("firewall.kernel_blacklist.enabled %v, want %v\n%s", c.Firewall.KernelBlacklist.Enabled, kernel, data)
 	case len(c.Firewall.Roles) != 0 || len(c.Firewall.TrustedNetworks) != 0:
 		t.Errorf("firewall %+v: only the kernel blacklist is meant", c.Firewall)
+	case c.Fraud.RefusedHold == nil || *c.Fraud.RefusedHold != wantHold:
+		t.Errorf("fraud.refused_hold %v, want %v\n%s", c.Fraud.RefusedHold, wantHold, data)
 	case c.Fraud.UnprovenConcurrency != 7 || c.Fraud.SuspectRate != 200:
 		t.Errorf("fraud %+v: want the gates' settings", c.Fraud)
 	case c.DataDir != "/tmp/fraud flood/data":
@@ -345,10 +353,19 @@ func TestAttackerTally(t *testing.T) {
 	if k.connTimeouts != 2 || k.refused != 1 || k.timeouts != 1 || k.firstRefusal != 2 || k.attemptsAfterBan != 2 || k.answeredAfterBan != 0 {
 		t.Errorf("kernel-dropped attacker %+v: want 2 connect timeouts, first refusal after 2 answers", k)
 	}
-	r := summarizeAttack([]attackerStats{s, {firstRefusal: -1, attempts: 1, n401: 1}, k}, 2*time.Second)
-	if r.Attempts != 14 || r.NeverRefused != 1 || r.AnsweredBeforeBan != 4 || r.AttemptsPerSec != 7 ||
-		r.Refused != 3 || r.ConnectTimeouts != 2 || r.Timeouts != 2 ||
-		r.BeforeBanHistogram["2"] != 2 || r.BeforeBanHistogram["never"] != 1 {
+	// A source pbxgate holds after its ban: its unanswered attempts count
+	// as refusals once the ban is known (held), not before (timedOut).
+	h := attackerStats{firstRefusal: -1}
+	for _, o := range []outcome{answered401, timedOut, held, held} {
+		h.add(o, errors.New("x"))
+	}
+	if h.held != 2 || h.timeouts != 1 || h.firstRefusal != 1 || h.attemptsAfterBan != 1 || h.answeredAfterBan != 0 {
+		t.Errorf("held attacker %+v: want 2 held, first refusal after 1 answer", h)
+	}
+	r := summarizeAttack([]attackerStats{s, {firstRefusal: -1, attempts: 1, n401: 1}, k, h}, 2*time.Second)
+	if r.Attempts != 18 || r.NeverRefused != 1 || r.AnsweredBeforeBan != 5 || r.AttemptsPerSec != 9 ||
+		r.Refused != 3 || r.Held != 2 || r.ConnectTimeouts != 2 || r.Timeouts != 3 ||
+		r.BeforeBanHistogram["2"] != 2 || r.BeforeBanHistogram["1"] != 1 || r.BeforeBanHistogram["never"] != 1 {
 		t.Errorf("summarizeAttack = %+v", r)
 	}
 	if got := histogram(map[string]int{"never": 1, "11": 2, "9": 3, "10": 4}); got != "9: 3, 10: 4, 11: 2, never: 1" {
@@ -513,6 +530,74 @@ func TestAgainstFakeGateway(t *testing.T) {
 	c2.req = []byte(strings.Replace(string(c2.req), basicAuth(legitUser(0)), basicAuth("legit0", "wrong"), 1))
 	if ok, err := c2.do(time.Now().Add(5 * time.Second)); ok || err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("wrong password: ok %v, err %v; want a 401 failure", ok, err)
+	}
+}
+
+// TestHeldAfterBan: a gateway that holds a banned source's connections
+// unanswered. Once the parent has said "ban ADDR", an attacker's
+// unanswered attempts are held (refusals); before, or for a source not
+// named, they are timeouts (a turn that did not come).
+func TestHeldAfterBan(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newLoginBackend(2)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns = map[string]int{}
+		held  []net.Conn
+	)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			src := c.RemoteAddr().(*net.TCPAddr).IP.String()
+			mu.Lock()
+			conns[src]++
+			if conns[src] > 2 {
+				held = append(held, c) // banned: held, unanswered
+				mu.Unlock()
+				continue
+			}
+			mu.Unlock()
+			wg.Go(func() { b.serve(c) })
+		}
+	})
+	defer func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}()
+
+	banned := make([]atomic.Bool, 10)
+	in := bufio.NewScanner(strings.NewReader("ban 127.2.0.5\nban 10.0.0.1\nban 127.2.0.99\nnoise\n"))
+	readBans(in, banned)
+	for i := range banned {
+		if banned[i].Load() != (i == 4) {
+			t.Fatalf("attacker %d banned %v after \"ban 127.2.0.5\" (attackerAddr(4))", i, banned[i].Load())
+		}
+	}
+	attack := func(idx int) attackerStats {
+		a := &attacker{idx: idx, src: net.TCPAddrFromAddrPort(netip.AddrPortFrom(attackerAddr(idx), 0)),
+			target: ln.Addr().String(), host: "portal.bench", timeout: 200 * time.Millisecond, attempts: 4,
+			banned: &banned[idx]}
+		start := time.Now()
+		return a.run(context.Background(), start, start.Add(30*time.Second))
+	}
+	if st := attack(4); st.n401 != 2 || st.held != 2 || st.timeouts != 0 || st.firstRefusal != 2 {
+		t.Errorf("banned attacker %+v: want 2 answered 401, then 2 held", st)
+	}
+	if st := attack(5); st.n401 != 2 || st.held != 0 || st.timeouts != 2 || st.firstRefusal != -1 {
+		t.Errorf("attacker without a ban %+v: want 2 answered 401, then 2 timeouts", st)
 	}
 }
 

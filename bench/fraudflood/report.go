@@ -95,8 +95,8 @@ func printReport(w io.Writer, r *report) {
 		a.Attempts, a.Duration, a.AttemptsPerSec, a.LastAnswerMs, a.RefusedMedianMs, a.AllRefusedMs)
 	fmt.Fprintf(w, "  answered 401 %d (before the ban %d, %.2f per attacker), other answers %d\n",
 		a.Answered401, a.AnsweredBeforeBan, float64(a.AnsweredBeforeBan)/float64(max(1, a.Attackers-a.NeverRefused)), a.AnsweredOther)
-	fmt.Fprintf(w, "  refused %d, connection attempts timed out %d (no handshake within %v s), no answer in time %d, errors %d, cut by the phase end %d\n",
-		a.Refused, a.ConnectTimeouts, a.ConnectTimeout, a.Timeouts, a.Errors, a.Unfinished)
+	fmt.Fprintf(w, "  refused %d, held unanswered after the ban %d, connection attempts timed out %d (no handshake within %v s), no answer in time %d, errors %d, cut by the phase end %d\n",
+		a.Refused, a.Held, a.ConnectTimeouts, a.ConnectTimeout, a.Timeouts, a.Errors, a.Unfinished)
 	fmt.Fprintf(w, "  after an attacker's first refusal: %d attempts, %d still answered; never refused: %d attackers\n",
 		a.AttemptsAfterBan, a.AnsweredAfterBan, a.NeverRefused)
 	fmt.Fprintf(w, "  answers before the ban: %s\n", histogram(a.BeforeBanHistogram))

@@ -101,6 +101,7 @@ services:
 	}
 	yes, one, zero := true, 1, 0
 	perUser, perSource, total, kbps := 50, 200, 20000, 10000
+	hold := Duration(10 * time.Second)
 	want := &Config{
 		DataDir:  "/var/lib/pbxgate",
 		Log:      Log{Level: "info", Format: "text", Access: &yes},
@@ -125,7 +126,7 @@ services:
 		Fraud: Fraud{Enabled: &yes, SuspiciousPerMinute: 10, BlacklistFor: Duration(30 * time.Minute),
 			BlacklistMax: Duration(24 * time.Hour), RecidiveWindow: Duration(7 * 24 * time.Hour),
 			Weights:    Weights{RejectedByGateway: &one, RejectedByService: &one, BackendUnreachable: &zero, Reasons: map[string]int{"auth_challenge": 0, "scanner": 10, "call_limit": 0}},
-			MaxSources: 1000000, NAT: NAT{SuccessWindow: Duration(time.Hour), MaxFactor: 100}, RecentEvents: 10000, SuspectRate: 200, UnprovenConcurrency: 16},
+			MaxSources: 1000000, NAT: NAT{SuccessWindow: Duration(time.Hour), MaxFactor: 100}, RecentEvents: 10000, SuspectRate: 200, UnprovenConcurrency: 16, RefusedHold: &hold},
 		Admin: Admin{Address: "127.0.0.1:9190", Socket: "/var/lib/pbxgate/admin.sock"},
 		Store: Store{Backend: "bolt", Path: "/var/lib/pbxgate/state.db"},
 		SIP: SIP{Flood: SIPFlood{Window: Duration(2 * time.Second), Limit: 100, BlockFor: Duration(5 * time.Minute), MaxSources: 1000000},

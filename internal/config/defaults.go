@@ -71,6 +71,7 @@ const (
 	DefaultNATMaxFactor        = 100
 	DefaultRecentEvents        = 10000
 	DefaultSuspectRate         = 200
+	DefaultRefusedHold         = Duration(10 * time.Second)
 	DefaultUnprovenConcurrency = 16
 
 	DefaultSIPFloodWindow     = Duration(2 * time.Second)
@@ -133,6 +134,7 @@ const (
 	maxNATMaxFactor     = 10_000
 	maxRecentEvents     = 1_000_000
 	maxSuspectRate      = 1_000_000
+	maxRefusedHold      = Duration(5 * time.Minute)
 	maxUnprovenConc     = 1_000_000
 )
 
@@ -277,6 +279,7 @@ func (c *Config) ApplyDefaults() {
 	setInt(&f.RecentEvents, DefaultRecentEvents)
 	setInt(&f.SuspectRate, DefaultSuspectRate)
 	setInt(&f.UnprovenConcurrency, DefaultUnprovenConcurrency)
+	setDurPtr(&f.RefusedHold, DefaultRefusedHold)
 
 	c.SIP.applyDefaults()
 	c.TURN.applyDefaults()
@@ -377,6 +380,12 @@ func setInt(p *int, v int) {
 func setDur(p *Duration, v Duration) {
 	if *p == 0 {
 		*p = v
+	}
+}
+
+func setDurPtr(p **Duration, v Duration) {
+	if *p == nil {
+		*p = &v
 	}
 }
 

@@ -303,6 +303,14 @@ type Fraud struct {
 	// never-seen sources from queueing in front of users who logged in.
 	// Default 16.
 	UnprovenConcurrency int `yaml:"unproven_concurrency"`
+	// RefusedHold is how long a TCP connection from a blacklisted source is
+	// held open, unread and unanswered, before it is reset; at most 4096
+	// per listener at a time, the others are closed at once. The client
+	// then waits for its own timeout, as it does when the kernel blacklist
+	// drops its SYNs, instead of trying again at once: a banned flood costs
+	// a few accepts a second instead of thousands. 0 closes at once.
+	// Default 10s.
+	RefusedHold *Duration `yaml:"refused_hold"`
 	// RecentEvents is how many events are kept in memory for the admin API's
 	// event list and as evidence quoted in bans. Default 10000.
 	RecentEvents int `yaml:"recent_events"`

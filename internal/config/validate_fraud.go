@@ -68,6 +68,9 @@ func (k *checker) fraud() {
 	k.between("fraud.recent_events", f.RecentEvents, 1, maxRecentEvents)
 	k.between("fraud.suspect_rate", f.SuspectRate, 1, maxSuspectRate)
 	k.between("fraud.unproven_concurrency", f.UnprovenConcurrency, 1, maxUnprovenConc)
+	if f.RefusedHold != nil {
+		k.durationBetween("fraud.refused_hold", *f.RefusedHold, 0, maxRefusedHold)
+	}
 }
 
 // unixPathMax is the room for a socket path in sockaddr_un on Linux.

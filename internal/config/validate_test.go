@@ -290,6 +290,8 @@ func TestValidationProblems(t *testing.T) {
 		{name: "threshold zero", edits: []edit{{"suspicious_per_minute: 10", "suspicious_per_minute: 0"}}, path: "fraud.suspicious_per_minute", msg: "must be positive", more: true},
 		{name: "max shorter than first ban", edits: []edit{{"blacklist_max: 24h", "blacklist_max: 10m"}}, path: "fraud.blacklist_max", msg: "10m is shorter than fraud.blacklist_for (30m)"},
 		{name: "recidive window in days", edits: []edit{{"recidive_window: 7d", "recidive_window: 1d12h"}}},
+		{name: "refused connections closed at once", edits: []edit{{"recidive_window: 7d", "recidive_window: 7d\n  refused_hold: 0s"}}},
+		{name: "refused hold too long", edits: []edit{{"recidive_window: 7d", "recidive_window: 7d\n  refused_hold: 6m"}}, path: "fraud.refused_hold", at: "refused_hold:", msg: "6m is out of range 0s..5m"},
 		{name: "negative weight", edits: []edit{{"rejected_by_service: 1", "rejected_by_service: -1"}}, path: "fraud.weights.rejected_by_service", msg: "-1 is out of range 0..1000"},
 		{name: "unknown reason", edits: []edit{{"{denied_path: 2}", "{denied_pth: 2}"}}, path: "fraud.weights.reasons.denied_pth", at: "reasons:", msg: `unknown event reason "denied_pth"; did you mean denied_path?`},
 		{name: "reason weight too big", edits: []edit{{"{denied_path: 2}", "{denied_path: 2000}"}}, path: "fraud.weights.reasons.denied_path", at: "reasons:", msg: "2000 is out of range 0..1000"},

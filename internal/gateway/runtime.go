@@ -410,6 +410,7 @@ func (g *Gateway) listenConfig(rt *runtime, l *liveListener) listen.Config {
 		HandshakeTimeout:  cfg.Timeouts.TLSHandshake.D(),
 		SniffBuffer:       cfg.Limits.SniffBytes,
 		Allowed:           g.guard(),
+		RefusedHold:       cfg.Fraud.RefusedHold.D(),
 		Admit:             g.admit(),
 		AdmitHold:         unprovenHold,
 	}

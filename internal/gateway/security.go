@@ -130,6 +130,10 @@ func newSecurity(cfg *config.Config) *security {
 		counter("pbxgate_unproven_connections_dropped_total",
 			"New connections of unproven sources closed because no slot (or no idle moment of the gateway) came within timeouts.first_bytes.", &s.unprovenDropped),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pbxgate_refused_connections_held",
+			Help: "TCP connections of blacklisted sources held open, unanswered, until fraud.refused_hold ends.",
+		}, func() float64 { return float64(s.held()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pbxgate_unproven_connections_in_first_exchange",
 			Help: "New connections of unproven sources holding a slot now: admitted, first request not yet handed to the backend or answered.",
 		}, func() float64 {
@@ -233,6 +237,19 @@ func (s *security) untrack(srv closer) {
 	s.srvMu.Lock()
 	delete(s.servers, srv)
 	s.srvMu.Unlock()
+}
+
+// held sums the refused connections the tracked TCP servers hold now.
+func (s *security) held() int {
+	s.srvMu.Lock()
+	defer s.srvMu.Unlock()
+	n := 0
+	for srv := range s.servers {
+		if h, ok := srv.(interface{ Held() int }); ok {
+			n += h.Held()
+		}
+	}
+	return n
 }
 
 // closeFromLater closes the open connections of a source just banned from

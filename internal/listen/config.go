@@ -131,6 +131,12 @@ type Config struct {
 	// the connection without reading a byte and without an event. Nil
 	// allows everyone. It runs on the accept loop and must be fast.
 	Allowed func(netip.Addr) bool
+	// RefusedHold is how long a connection Allowed refuses is held open,
+	// unread and unanswered, before it is closed with a reset; at most 4096
+	// per listener at a time (more, and all with 0, are closed at once). A
+	// refused client then waits for its own timeout, as it would for a
+	// dropped SYN, instead of trying again at once.
+	RefusedHold time.Duration
 	// Admit runs on the connection's own goroutine once its first bytes
 	// have arrived and been recognised (a client that sends nothing costs
 	// no admission), before a TLS handshake or a handler, and may wait
@@ -170,6 +176,9 @@ func compile(c Config) (*config, error) {
 	}
 	if c.FirstBytesTimeout < 0 {
 		errs = append(errs, fmt.Errorf("FirstBytesTimeout: %v is negative", c.FirstBytesTimeout))
+	}
+	if c.RefusedHold < 0 {
+		errs = append(errs, fmt.Errorf("RefusedHold: %v is negative", c.RefusedHold))
 	}
 	if c.HandshakeTimeout < 0 {
 		errs = append(errs, fmt.Errorf("HandshakeTimeout: %v is negative", c.HandshakeTimeout))

@@ -11,7 +11,7 @@ import (
 // served by something other than a Server (the admin API's net/http).
 func Guard(ln net.Listener, allowed func(netip.Addr) bool) net.Listener {
 	g := &guarded{Listener: ln, allowed: allowed}
-	g.ga, g.raw = newGuardedAcceptor(ln)
+	g.ga, g.raw = newGuardedAcceptor(ln, nil) // refused: closed at once
 	if g.raw {
 		g.Listener = g.ga // its Close closes what it made of ln too
 	}
@@ -28,7 +28,7 @@ type guarded struct {
 // Accept returns the next allowed connection.
 func (g *guarded) Accept() (net.Conn, error) {
 	if g.raw {
-		return g.ga.accept(g.allowed)
+		return g.ga.accept(g.allowed, 0)
 	}
 	for {
 		c, err := g.Listener.Accept()

@@ -32,7 +32,8 @@ import (
 // wakes an accept waiting on it.
 type guardedAcceptor struct {
 	*net.TCPListener
-	rc syscall.RawConn // the listener's; only Control works on it
+	rc  syscall.RawConn // the listener's; only Control works on it
+	pit *tarpit         // holds refused connections (Config.RefusedHold)
 
 	lastRefused time.Time // used by the accept loop only
 
@@ -51,7 +52,7 @@ const rawFor = 2 * time.Second
 // before it lets other goroutines run.
 const refusedPerYield = 64
 
-func newGuardedAcceptor(ln net.Listener) (*guardedAcceptor, bool) {
+func newGuardedAcceptor(ln net.Listener, pit *tarpit) (*guardedAcceptor, bool) {
 	tl, ok := ln.(*net.TCPListener)
 	if !ok {
 		return nil, false
@@ -60,7 +61,7 @@ func newGuardedAcceptor(ln net.Listener) (*guardedAcceptor, bool) {
 	if err != nil {
 		return nil, false
 	}
-	return &guardedAcceptor{TCPListener: tl, rc: rc}, true
+	return &guardedAcceptor{TCPListener: tl, rc: rc, pit: pit}, true
 }
 
 // Close closes the listener and the duplicate. Idempotent.
@@ -75,13 +76,14 @@ func (g *guardedAcceptor) Close() error {
 	return err
 }
 
-// accept returns the next connection whose source allowed accepts. It is
-// called from one goroutine only (the accept loop).
-func (g *guardedAcceptor) accept(allowed func(netip.Addr) bool) (net.Conn, error) {
+// accept returns the next connection whose source allowed accepts; refused
+// ones are held for hold (see tarpit) or closed. It is called from one
+// goroutine only (the accept loop).
+func (g *guardedAcceptor) accept(allowed func(netip.Addr) bool, hold time.Duration) (net.Conn, error) {
 	for {
 		if !g.lastRefused.IsZero() && time.Since(g.lastRefused) < rawFor {
 			if drc := g.rawConn(); drc != nil {
-				c, err := g.acceptRaw(drc, allowed)
+				c, err := g.acceptRaw(drc, allowed, hold)
 				if c != nil || err != nil {
 					return c, err
 				}
@@ -95,7 +97,9 @@ func (g *guardedAcceptor) accept(allowed func(netip.Addr) bool) (net.Conn, error
 		if allowed(addrOf(c.RemoteAddr())) {
 			return c, nil
 		}
-		_ = c.Close()
+		if !g.pit.holdConn(c, hold) {
+			_ = c.Close()
+		}
 		g.lastRefused = time.Now()
 	}
 }
@@ -140,7 +144,7 @@ func (g *guardedAcceptor) rawConn() syscall.RawConn {
 // connections, until it finds an allowed source. It returns a nil Conn and
 // a nil error when rawFor has passed since the last refusal and nothing is
 // queued.
-func (g *guardedAcceptor) acceptRaw(drc syscall.RawConn, allowed func(netip.Addr) bool) (net.Conn, error) {
+func (g *guardedAcceptor) acceptRaw(drc syscall.RawConn, allowed func(netip.Addr) bool, hold time.Duration) (net.Conn, error) {
 	var (
 		nfd  = -1
 		aerr error
@@ -166,7 +170,9 @@ func (g *guardedAcceptor) acceptRaw(drc syscall.RawConn, allowed func(netip.Addr
 				nfd = n
 				return true
 			}
-			_ = unix.Close(n)
+			if !g.pit.holdFD(n, hold) {
+				_ = unix.Close(n)
+			}
 			g.lastRefused = time.Now()
 			if refused++; refused%refusedPerYield == 0 {
 				runtime.Gosched()
@@ -202,4 +208,10 @@ func sockaddrAddr(sa unix.Sockaddr) netip.Addr {
 		return netip.AddrFrom16(sa.Addr).Unmap()
 	}
 	return netip.Addr{}
+}
+
+// closeReset closes a socket descriptor with a reset (SO_LINGER 0).
+func closeReset(fd int) {
+	_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	_ = unix.Close(fd)
 }

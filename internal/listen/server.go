@@ -30,6 +30,7 @@ type Server struct {
 
 	cfg  atomic.Pointer[config]
 	bufs sync.Pool // *[]byte sniff buffers
+	pit  tarpit    // refused connections held (Config.RefusedHold)
 
 	mu       sync.Mutex // guards the fields below
 	ln       net.Listener
@@ -92,6 +93,10 @@ func (s *Server) Active() int {
 	return len(s.conns)
 }
 
+// Held returns the number of refused connections held open now
+// (Config.RefusedHold).
+func (s *Server) Held() int { return s.pit.held() }
+
 // Serve accepts connections on ln until ctx ends, Shutdown is called, or
 // Accept fails permanently. It closes ln when it returns.
 //
@@ -101,7 +106,7 @@ func (s *Server) Active() int {
 // Accept error is returned; open connections continue until Shutdown.
 // Temporary Accept errors are retried after a pause growing from 5ms to 1s.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	ga, raw := newGuardedAcceptor(ln)
+	ga, raw := newGuardedAcceptor(ln, &s.pit)
 	if raw {
 		ln = ga // its Close closes what it made of ln too
 	}
@@ -120,7 +125,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hctx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
 	s.mu.Unlock()
-	defer func() { _ = ln.Close() }()
+	defer func() {
+		_ = ln.Close()
+		s.pit.close()
+	}()
 
 	// Wake Accept when ctx ends.
 	stopped := make(chan struct{})
@@ -140,7 +148,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		var err error
 		cfg := s.cfg.Load()
 		if raw && cfg.Allowed != nil {
-			nc, err = ga.accept(cfg.Allowed)
+			nc, err = ga.accept(cfg.Allowed, cfg.RefusedHold)
 		} else {
 			cfg = nil // accept asks the guard
 			nc, err = ln.Accept()
@@ -194,7 +202,9 @@ func (s *Server) accept(ctx context.Context, nc net.Conn, checked *config) {
 	if cfg == nil {
 		cfg = s.cfg.Load()
 		if cfg.Allowed != nil && !cfg.Allowed(src) {
-			_ = nc.Close()
+			if !s.pit.holdConn(nc, cfg.RefusedHold) {
+				_ = nc.Close()
+			}
 			return
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -30,6 +31,7 @@ services:
 fraud:
   suspicious_per_minute: {{.Threshold}}
   blacklist_for: 10m
+  refused_hold: 1s
   whitelist: [127.0.0.99]
 admin:
   address: {{.Admin}}
@@ -63,25 +65,43 @@ func login(t testing.TB, src, addr, user, pass string) curlResult {
 }
 
 // refusedAtAccept asserts that a connection from src is closed by the
-// gateway before it answers anything.
+// gateway before it answers anything: held unanswered for
+// fraud.refused_hold (the configs here use 1s) and reset, or closed at once.
 func refusedAtAccept(t testing.TB, src, addr string) {
 	t.Helper()
+	if r := tryRefused(src, addr); len(r.got) > 0 {
+		t.Fatalf("connection from %s got %q, want it closed unanswered", src, r.got)
+	} else if r.timedOut() {
+		t.Fatalf("connection from %s stayed open, want it refused at accept", src)
+	}
+}
+
+// refusal is how a connection from a banned source ended.
+type refusal struct {
+	got  []byte        // what it read
+	err  error         // what ended the read (or the dial)
+	open time.Duration // from the dial to the end
+}
+
+func (r refusal) timedOut() bool {
+	var ne net.Error
+	return errors.As(r.err, &ne) && ne.Timeout()
+}
+
+// tryRefused sends a request from src to addr and reads until the
+// connection ends, for at most 5s.
+func tryRefused(src, addr string) refusal {
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
+	start := time.Now()
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
-		return // refused outright is fine too
+		return refusal{err: err} // refused outright is fine too
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	_, _ = c.Write([]byte("GET /login HTTP/1.1\r\nHost: portal.test\r\n\r\n"))
 	b, err := io.ReadAll(c)
-	if len(b) > 0 {
-		t.Fatalf("connection from %s got %q, want it closed unanswered", src, b)
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("connection from %s stayed open, want it closed at accept", src)
-	}
+	return refusal{got: b, err: err, open: time.Since(start)}
 }
 
 // kill ends the process with SIGKILL: no drain, no clean close of the store.
@@ -162,13 +182,28 @@ func TestFraudBanLifecycle(t *testing.T) {
 	}
 	login(t, "127.0.0.77", web, "alice", "guess5")
 	g.waitLog(map[string]string{"msg": "source banned", "src": "127.0.0.77"})
-	refusedAtAccept(t, "127.0.0.77", web)
 	if r := login(t, "127.0.0.77", web, "alice", "secret"); r.Status != 0 {
 		t.Errorf("banned source got status %d, want no answer", r.Status)
 	}
-	if r := login(t, "127.0.0.78", web, "alice", "secret"); r.Status != 200 {
-		t.Errorf("another source: status %d, want 200", r.Status)
-	}
+
+	// Refused, a connection is held open, unanswered, for
+	// fraud.refused_hold (1s), counted in the metrics, and then reset.
+	t.Run("refused connections are held, then reset", func(t *testing.T) {
+		ended := make(chan refusal, 1)
+		go func() { ended <- tryRefused("127.0.0.77", web) }()
+		seen := false
+		for deadline := time.Now().Add(time.Second); !seen && time.Now().Before(deadline); {
+			r := curl(t, "http://"+adminAddr+"/metrics")
+			seen = strings.Contains(r.Body, "\npbxgate_refused_connections_held 1\n")
+		}
+		r := <-ended
+		if !seen {
+			t.Error("pbxgate_refused_connections_held never showed the held connection")
+		}
+		if len(r.got) > 0 || !errors.Is(r.err, syscall.ECONNRESET) || r.open < 900*time.Millisecond {
+			t.Errorf("refused connection read %q, ended with %v after %v; want nothing, then a reset after the 1s hold", r.got, r.err, r.open)
+		}
+	})
 
 	t.Run("listed with its reason", func(t *testing.T) {
 		out := g.cli("bans")

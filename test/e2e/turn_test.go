@@ -996,6 +996,7 @@ func TestTURNPeerDenied(t *testing.T) {
 // test reads the admin API.
 const turnFraud = `fraud:
   whitelist: [127.0.0.1]
+  refused_hold: 1s
 `
 
 // TestTURNBruteForceBan: wrong passwords from one source get 401s until the
