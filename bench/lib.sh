@@ -80,6 +80,22 @@ cpu_idle() {
 		printf "%.0f", (t > 0 ? 100 * idle / t : 0) }'
 }
 
+# cpu_times: the "cpuN ..." lines of /proc/stat, one per CPU, for cpu_busy.
+cpu_times() { grep '^cpu[0-9]' /proc/stat; }
+
+# cpu_busy BEFORE AFTER: "N=PCT" for each CPU, the percentage of the time
+# between two cpu_times snapshots it was not idle (softirq included).
+cpu_busy() {
+	awk -v a="$1" -v b="$2" 'BEGIN{
+		n = split(a, la, "\n"); split(b, lb, "\n")
+		for (k = 1; k <= n; k++) {
+			m = split(la[k], x, " "); split(lb[k], y, " "); t = 0
+			for (i = 2; i <= m; i++) t += y[i] - x[i]
+			idle = (y[5] - x[5]) + (y[6] - x[6])
+			printf "%s%s=%.0f", (k > 1 ? " " : ""), substr(x[1], 4), (t > 0 ? 100 * (t - idle) / t : 0)
+		} }'
+}
+
 # wait_idle SECONDS: wait up to SECONDS (in steps of 5) for the CPUs to be
 # at least 90 % idle before measuring (BENCH_WAIT_IDLE on shared machines).
 wait_idle() {

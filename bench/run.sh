@@ -268,10 +268,18 @@ if has_step rate; then
 	rate=$(awk -v p="$peak" -v f="$RATE_FRACTION" 'BEGIN{printf "%d", p*f}')
 	put "rate.target_rps=$rate" "rate.basis=$basis" "rate.conns=$CONNS" "rate.duration=$RATE_DUR" "rate.warmup=$RATE_WARMUP"
 	rate_case() { # rate_case PREFIX RATE KEY URL
+		local before busy c
 		log "$1: $3 $2 req/s ($4)"
+		before=$(cpu_times)
 		timeout 600 "${GEN[@]}" "$B/loadgen" -url "$4" -rate "$2" -conns "$CONNS" \
 			-duration "$RATE_DUR" -warmup "$RATE_WARMUP" >"$WORK/$1-$3.txt"
+		busy=$(cpu_busy "$before" "$(cpu_times)")
 		result_line "$WORK/$1-$3.txt" RATERESULT "$1.$3"
+		# How busy each CPU was (warm-up included): with pinning, CPU 0 is
+		# the generator's and the origin's, CPU 1 the proxy's.
+		for c in $busy; do
+			put "$1.$3.cpu${c%%=*}_busy_pct=${c#*=}"
+		done
 	}
 	rate_round() { # rate_round PREFIX RATE
 		rate_case "$1" "$2" direct "http://127.0.0.1:$ORIGIN_HTTP/"

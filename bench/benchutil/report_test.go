@@ -114,6 +114,32 @@ rss.pbxgate.rss_kb=1000
 	}
 }
 
+// TestHarnessWarning: with run.sh's pinning, a proxied constant-rate case
+// that kept the generator/origin core 90 % busy or more is flagged, with
+// the direct case's load and the generator's lag; below 90 %, or without
+// pinning, nothing is said.
+func TestHarnessWarning(t *testing.T) {
+	r := results{
+		"meta.pinning":               "wrk/loadgen/tcpstream/tlsidle and the origin servers on CPU 0 (...)",
+		"rate.direct.cpu0_busy_pct":  "67",
+		"rate.pbxgate.cpu0_busy_pct": "95",
+		"rate.pbxgate.lag_p99_us":    "913",
+		"rate.haproxy.cpu0_busy_pct": "89",
+		"rate.haproxy.lag_p99_us":    "4000",
+	}
+	var b strings.Builder
+	harnessWarning(&b, r, "rate")
+	want := "WARNING: through pbxgate the generator/origin core (CPU 0) was 95 % busy (direct: 67 %); the generator's own lag p99 was 0.913 ms"
+	if got := b.String(); !strings.Contains(got, want) || strings.Contains(got, "haproxy") || strings.Count(got, "\n") != 1 {
+		t.Errorf("got %q, want one line: %q", got, want)
+	}
+	r["meta.pinning"] = "none; proxies get 2 threads"
+	b.Reset()
+	if harnessWarning(&b, r, "rate"); b.Len() != 0 {
+		t.Errorf("without pinning: %q, want nothing", b.String())
+	}
+}
+
 func TestReadResultsRejectsGarbage(t *testing.T) {
 	raw := filepath.Join(t.TempDir(), "raw.txt")
 	if err := os.WriteFile(raw, []byte("# comment\n\na.b=1\nnot a pair\n"), 0o644); err != nil {
