@@ -455,51 +455,89 @@ func TestProcParsers(t *testing.T) {
 	}
 }
 
-// TestAgainstFakeGateway runs the real client code on loopback against a
-// stand-in gateway that answers three connections per source address and
-// then closes new ones at once, as pbxgate does after a ban.
-func TestAgainstFakeGateway(t *testing.T) {
-	defer goleak.VerifyNone(t)
+// fakeGateway stands in for pbxgate on loopback: it serves the login
+// backend and refuses a source's n-th connection when banned(src, n) says
+// so, by closing it at once or, with hold, by holding it unanswered until
+// stop.
+type fakeGateway struct {
+	addr string
+	ln   net.Listener
+	wg   sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[string]int // connections by source address
+	held  []net.Conn
+}
+
+func startFakeGateway(t *testing.T, banned func(src string, n int) bool, hold bool) *fakeGateway {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	g := &fakeGateway{addr: ln.Addr().String(), ln: ln, conns: map[string]int{}}
 	b := newLoginBackend(2)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[string]int{}
-	wg.Go(func() {
+	g.wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
 			src := c.RemoteAddr().(*net.TCPAddr).IP.String()
-			mu.Lock()
-			conns[src]++
-			n := conns[src]
-			mu.Unlock()
-			if n > 3 && strings.HasPrefix(src, "127.2.") {
-				c.Close()
-				continue
+			g.mu.Lock()
+			g.conns[src]++
+			refuse := banned(src, g.conns[src])
+			if refuse && hold {
+				g.held = append(g.held, c)
 			}
-			wg.Go(func() { b.serve(c) })
+			g.mu.Unlock()
+			switch {
+			case refuse && !hold:
+				c.Close()
+			case !refuse:
+				g.wg.Go(func() { b.serve(c) })
+			}
 		}
 	})
-	defer func() {
-		ln.Close()
-		wg.Wait()
-	}()
+	return g
+}
+
+// count returns the connections src opened so far.
+func (g *fakeGateway) count(src string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.conns[src]
+}
+
+// stop closes the listener and the held connections and waits for the
+// serving goroutines.
+func (g *fakeGateway) stop() {
+	g.ln.Close()
+	g.mu.Lock()
+	for _, c := range g.held {
+		c.Close()
+	}
+	g.mu.Unlock()
+	g.wg.Wait()
+}
+
+// TestAgainstFakeGateway runs the real client code on loopback against a
+// stand-in gateway that answers three connections per source address and
+// then closes new ones at once, as pbxgate does after a ban.
+func TestAgainstFakeGateway(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	gw := startFakeGateway(t, func(src string, n int) bool { return n > 3 && strings.HasPrefix(src, "127.2.") }, false)
+	defer gw.stop()
 
 	a := &attacker{idx: 4, src: net.TCPAddrFromAddrPort(netip.AddrPortFrom(attackerAddr(4), 0)),
-		target: ln.Addr().String(), host: "portal.bench", timeout: 5 * time.Second, attempts: 10}
+		target: gw.addr, host: "portal.bench", timeout: 5 * time.Second, attempts: 10}
 	start := time.Now()
 	st := a.run(context.Background(), start, start.Add(30*time.Second))
 	if st.attempts != 10 || st.n401 != 3 || st.refused != 7 || st.firstRefusal != 3 || st.answeredAfterBan != 0 {
 		t.Errorf("attacker tally %+v: want 3 answered 401, then 7 refused", st)
 	}
 
-	c, err := newLegitClient(1, legitAddr(1), ln.Addr().String(), "portal.bench", 5*time.Second)
+	c, err := newLegitClient(1, legitAddr(1), gw.addr, "portal.bench", 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -514,15 +552,13 @@ func TestAgainstFakeGateway(t *testing.T) {
 			t.Errorf("sample %d: %+v", i, s)
 		}
 	}
-	mu.Lock()
-	if n := conns[legitAddr(1).String()]; n != 1 {
+	if n := gw.count(legitAddr(1).String()); n != 1 {
 		t.Errorf("legit user opened %d connections, want one kept alive", n)
 	}
-	mu.Unlock()
 
 	// A wrong password is a failure, not a crash, and keeps the
 	// connection.
-	c2, err := newLegitClient(0, legitAddr(0), ln.Addr().String(), "portal.bench", 5*time.Second)
+	c2, err := newLegitClient(0, legitAddr(0), gw.addr, "portal.bench", 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -539,44 +575,8 @@ func TestAgainstFakeGateway(t *testing.T) {
 // named, they are timeouts (a turn that did not come).
 func TestHeldAfterBan(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := newLoginBackend(2)
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns = map[string]int{}
-		held  []net.Conn
-	)
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			src := c.RemoteAddr().(*net.TCPAddr).IP.String()
-			mu.Lock()
-			conns[src]++
-			if conns[src] > 2 {
-				held = append(held, c) // banned: held, unanswered
-				mu.Unlock()
-				continue
-			}
-			mu.Unlock()
-			wg.Go(func() { b.serve(c) })
-		}
-	})
-	defer func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range held {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	}()
+	gw := startFakeGateway(t, func(_ string, n int) bool { return n > 2 }, true)
+	defer gw.stop()
 
 	banned := make([]atomic.Bool, 10)
 	in := bufio.NewScanner(strings.NewReader("ban 127.2.0.5\nban 10.0.0.1\nban 127.2.0.99\nnoise\n"))
@@ -588,7 +588,7 @@ func TestHeldAfterBan(t *testing.T) {
 	}
 	attack := func(idx int) attackerStats {
 		a := &attacker{idx: idx, src: net.TCPAddrFromAddrPort(netip.AddrPortFrom(attackerAddr(idx), 0)),
-			target: ln.Addr().String(), host: "portal.bench", timeout: 200 * time.Millisecond, attempts: 4,
+			target: gw.addr, host: "portal.bench", timeout: 200 * time.Millisecond, attempts: 4,
 			banned: &banned[idx]}
 		start := time.Now()
 		return a.run(context.Background(), start, start.Add(30*time.Second))

@@ -519,22 +519,30 @@ func TestNewValidation(t *testing.T) {
 	}
 }
 
+// dialFrom connects from the loopback address src to addr; the connection
+// is closed when the test ends.
+func dialFrom(t *testing.T, src, addr string) *net.TCPConn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: waitTimeout}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
 func TestCloseFrom(t *testing.T) {
 	h := newHolder()
 	ts := start(t, "tcp4", Config{Handlers: map[sniff.Proto]Handler{sniff.HTTP: h}, MaxConns: 10})
 	req := []byte("GET / HTTP/1.1\r\n")
 	dialFrom := func(src string) *net.TCPConn {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: waitTimeout}
-		c, err := d.Dial("tcp", ts.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
+		c := dialFrom(t, src, ts.addr)
 		if _, err := c.Write(req); err != nil {
 			t.Fatal(err)
 		}
 		wait(t, h.started, "handler start")
-		return c.(*net.TCPConn)
+		return c
 	}
 	a1, a2 := dialFrom("127.0.0.1"), dialFrom("127.0.0.1")
 	other := dialFrom("127.0.0.2")
@@ -575,15 +583,7 @@ func TestAllowedOnTCPListener(t *testing.T) {
 			asked.Add(1)
 			return a != netip.MustParseAddr("127.0.0.66")
 		}})
-	dialFrom := func(src string) net.Conn {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: waitTimeout}
-		c, err := d.Dial("tcp", ts.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dialFrom := func(src string) net.Conn { return dialFrom(t, src, ts.addr) }
 	const refused = 200
 	var banned []net.Conn
 	for range refused {
@@ -646,15 +646,7 @@ func TestGuard(t *testing.T) {
 				}
 				close(accepted)
 			}()
-			dialFrom := func(src string) net.Conn {
-				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: waitTimeout}
-				c, err := d.Dial("tcp", inner.Addr().String())
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { c.Close() })
-				return c
-			}
+			dialFrom := func(src string) net.Conn { return dialFrom(t, src, inner.Addr().String()) }
 			banned := dialFrom("127.0.0.66")
 			expectClosed(t, banned)
 			dialFrom("127.0.0.1")

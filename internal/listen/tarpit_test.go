@@ -21,15 +21,7 @@ func TestRefusedHold(t *testing.T) {
 	const hold = 400 * time.Millisecond
 	ts := start(t, "tcp4", Config{Handlers: map[sniff.Proto]Handler{sniff.HTTP: h}, RefusedHold: hold,
 		Allowed: func(a netip.Addr) bool { return a != netip.MustParseAddr("127.0.0.66") }})
-	dialFrom := func(src string) net.Conn {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: waitTimeout}
-		c, err := d.Dial("tcp", ts.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dialFrom := func(src string) net.Conn { return dialFrom(t, src, ts.addr) }
 	start := time.Now()
 	var refused []net.Conn
 	for range 3 {
