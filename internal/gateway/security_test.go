@@ -113,19 +113,21 @@ func TestSuspectGate(t *testing.T) {
 	g := start(t, parse(t, webConfig(dir, "127.0.0.1:0", a,
 		"timeouts:\n  first_bytes: 1s\nfraud:\n  suspect_rate: 1\n")), &event.Recorder{})
 	addr := g.Addr("web").String()
-	request := func(src string) (string, error) {
+	// A request for an unknown host is refused (404): a weighted event.
+	requestHost := func(src, host string) (string, error) {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 		c, err := d.Dial("tcp", addr)
 		if err != nil {
 			return "", err
 		}
 		defer c.Close()
-		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: unknown.test\r\nConnection: close\r\n\r\n")
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", host)
 		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		b := make([]byte, 64)
 		n, err := c.Read(b)
 		return string(b[:n]), err
 	}
+	request := func(src string) (string, error) { return requestHost(src, "unknown.test") }
 	// One refusal makes 127.0.0.1 a suspect; it was not one yet.
 	if got, err := request("127.0.0.1"); !strings.HasPrefix(got, "HTTP/1.1 404") {
 		t.Fatalf("first request: %q %v", got, err)
@@ -156,10 +158,15 @@ func TestSuspectGate(t *testing.T) {
 		t.Errorf("suspect: %d answered, %d dropped (gate counted %d); want 1-2 and the rest dropped",
 			answered, dropped, g.sec.suspectDropped.Load())
 	}
-	// Another source is not slowed down.
+	// Another source, without failures, is not slowed down (its requests
+	// succeed: a 404 would make it a suspect too, waiting for the same
+	// one token a second).
 	for range 3 {
-		if got, err := request("127.0.0.2"); !strings.HasPrefix(got, "HTTP/1.1 404") {
+		if got, err := requestHost("127.0.0.2", "app.test"); !strings.HasPrefix(got, "HTTP/1.1 200") {
 			t.Fatalf("innocent source: %q %v", got, err)
 		}
+	}
+	if s := g.sec.engine.Load().Standing(mustAddr("127.0.0.2")); s == fraud.Suspect {
+		t.Error("the innocent source became a suspect")
 	}
 }
