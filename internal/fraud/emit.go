@@ -149,32 +149,11 @@ func (e *Engine) writeBans() {
 		open := true
 		if wait := e.banEvery - time.Since(last); wait > 0 {
 			t := time.NewTimer(wait)
-		collect:
-			for len(batch) < maxBanBatch {
-				select {
-				case b, ok := <-e.banq:
-					if !ok {
-						open = false
-						break collect
-					}
-					batch = append(batch, b)
-				case <-t.C:
-					break collect
-				}
-			}
+			batch, open = e.gatherBans(batch, t.C)
 			t.Stop()
 		}
-	more:
-		for open && len(batch) < maxBanBatch {
-			select {
-			case b, ok := <-e.banq:
-				if !ok {
-					break more
-				}
-				batch = append(batch, b)
-			default:
-				break more
-			}
+		if open {
+			batch, _ = e.gatherBans(batch, nil)
 		}
 		last = time.Now()
 		for rest := batch; len(rest) > 0; {
@@ -244,6 +223,36 @@ func banDuration(c *Config, level int) time.Duration {
 		d *= 2
 	}
 	return min(d, c.BanMax)
+}
+
+// gatherBans adds queued bans to batch, up to maxBanBatch: until until
+// fires or, when until is nil, while bans are queued. It reports false when
+// the queue was closed.
+func (e *Engine) gatherBans(batch []pendingBan, until <-chan time.Time) ([]pendingBan, bool) {
+	for len(batch) < maxBanBatch {
+		var (
+			b  pendingBan
+			ok bool
+		)
+		if until == nil {
+			select {
+			case b, ok = <-e.banq:
+			default:
+				return batch, true
+			}
+		} else {
+			select {
+			case b, ok = <-e.banq:
+			case <-until:
+				return batch, true
+			}
+		}
+		if !ok {
+			return batch, false
+		}
+		batch = append(batch, b)
+	}
+	return batch, true
 }
 
 // finishAutoBans completes automatic bans already in force in the guard

@@ -9,11 +9,10 @@ import (
 )
 
 // TestHashSpreadsNeighbours: consecutive addresses, which is how attackers
-// and NATed users often come, spread over the counting shards and ban
-// stripes (low bits of the hash), the guard's shards (top bits) and a
-// table's home slots as random keys would. With a weak finaliser 1,000
-// consecutive IPv4 addresses fell on 4 of 64 stripes and serialised the
-// ban writers of a wave.
+// and NATed users often come, spread over the counting shards (low bits of
+// the hash), the guard's shards (top bits) and a table's home slots as
+// random keys would. With a weak finaliser 1,000 consecutive IPv4
+// addresses fell on 4 of 64 shards.
 func TestHashSpreadsNeighbours(t *testing.T) {
 	seed := rand.Uint64()
 	cfg := testConfig()

@@ -230,10 +230,10 @@ func (t *hostTable) each(fn func(a netip.Addr, exp int64) (del bool)) {
 // hashKey hashes a 16-byte key with the engine's random seed, so that an
 // attacker cannot aim a flood at one shard or one probe chain. Every bit
 // of the key reaches every bit of the hash (MurmurHash3's 64-bit
-// finaliser): the low bits choose counting shards, ban stripes and home
-// slots, and neighbouring IPv4 addresses differ only in the top bytes of
-// lo (without the finaliser, 1,000 consecutive addresses fell on 4 of 64
-// shards and 8 of 1,024 slots).
+// finaliser): the low bits choose counting shards and home slots, and
+// neighbouring IPv4 addresses differ only in the top bytes of lo (without
+// the finaliser, 1,000 consecutive addresses fell on 4 of 64 shards and 8
+// of 1,024 slots).
 func hashKey(hi, lo, seed uint64) uint64 {
 	x := (hi^seed)*0x9e3779b97f4a7c15 ^ (lo+seed)*0xc2b2ae3d27d4eb4f
 	x ^= x >> 33
