@@ -19,6 +19,9 @@
 #   BENCH_RATE_FRACTION2=0.25 a second, lower rate (empty: none) where a 2-core harness still keeps up
 #   BENCH_TCP_BYTES=4294967296  bytes per TCP relay transfer (each direction)
 #   BENCH_TCP_REPEAT=3      transfers per case and direction; the best counts
+#   BENCH_TCP_CC=           run the relay step with this TCP congestion control
+#                           (net.ipv4.tcp_congestion_control, restored after the
+#                           step; empty: the machine's own, recorded either way)
 #   BENCH_IDLE_CONNS=10000  idle TLS connections for the memory step
 #   BENCH_IDLE_MEMLIMIT=250MiB  also measure pbxgate run with this GOMEMLIMIT
 #                           in the memory step ("" skips that row)
@@ -44,6 +47,7 @@ RATE_FRACTION=${BENCH_RATE_FRACTION:-0.5}
 RATE_FRACTION2=${BENCH_RATE_FRACTION2-0.25}
 TCP_BYTES=${BENCH_TCP_BYTES:-4294967296}
 TCP_REPEAT=${BENCH_TCP_REPEAT:-3}
+TCP_CC=${BENCH_TCP_CC:-}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 IDLE_MEMLIMIT=${BENCH_IDLE_MEMLIMIT-250MiB}
 PIN=${BENCH_PIN:-1}
@@ -68,7 +72,17 @@ LAST_PID=""
 # shellcheck source=lib.sh
 . "$BENCH_DIR/lib.sh" # cleanup, stop_wait, start, stop, render, cpu_idle, wait_idle, need_tools
 
-trap cleanup EXIT
+# The relay step may switch the machine's TCP congestion control
+# (BENCH_TCP_CC); CC_RESTORE holds the algorithm to put back on any exit.
+CC_RESTORE=
+CC_SYSCTL=/proc/sys/net/ipv4/tcp_congestion_control
+restore_cc() {
+	if [[ -n "$CC_RESTORE" ]]; then
+		echo "$CC_RESTORE" >"$CC_SYSCTL" || log "could not restore tcp_congestion_control $CC_RESTORE"
+		CC_RESTORE=
+	fi
+}
+trap 'restore_cc; cleanup' EXIT
 trap 'exit 130' INT TERM
 
 # wait_port PORT PID NAME: wait up to 10 s until 127.0.0.1:PORT accepts.
@@ -302,24 +316,40 @@ fi
 
 # ------------------------------------------------------------ 3. TCP relay
 if has_step tcp; then
+	if [[ -n "$TCP_CC" && "$TCP_CC" != "$(cat "$CC_SYSCTL")" ]]; then
+		grep -qw -- "$TCP_CC" /proc/sys/net/ipv4/tcp_available_congestion_control ||
+			modprobe "tcp_$TCP_CC" 2>/dev/null || die "BENCH_TCP_CC=$TCP_CC: not an available congestion control ($(cat /proc/sys/net/ipv4/tcp_available_congestion_control))"
+		CC_RESTORE=$(cat "$CC_SYSCTL")
+		echo "$TCP_CC" >"$CC_SYSCTL" || die "BENCH_TCP_CC=$TCP_CC: cannot set $CC_SYSCTL (needs root)"
+		log "tcp: congestion control $TCP_CC for this step (machine default $CC_RESTORE)"
+	fi
 	put "meta.idle_before_tcp_pct=$(cpu_idle 1)"
-	put "tcp.bytes=$TCP_BYTES" "tcp.streams=1" "tcp.repeat=$TCP_REPEAT"
+	put "tcp.bytes=$TCP_BYTES" "tcp.streams=1" "tcp.repeat=$TCP_REPEAT" "tcp.cc=$(cat "$CC_SYSCTL")"
 	tcp_case() { # tcp_case KEY PORT [PIN...]: best of TCP_REPEAT transfers each way
-		local key=$1 port=$2 dir i best mbps
+		local key=$1 port=$2 dir i best mbps before busy best_busy c
 		shift 2
 		local pin=("$@")
 		((${#pin[@]})) || pin=("${TCPGEN[@]}")
 		for dir in down up; do
-			best=0
+			best=0 best_busy=
 			for ((i = 1; i <= TCP_REPEAT; i++)); do
 				log "tcp: $key $dir $TCP_BYTES bytes ($i/$TCP_REPEAT)"
+				before=$(cpu_times)
 				timeout 300 "${pin[@]}" "$B/tcpstream" client -addr "127.0.0.1:$port" -bytes "$TCP_BYTES" -dir "$dir" \
 					>"$WORK/tcp-$key-$dir.txt"
+				busy=$(cpu_busy "$before" "$(cpu_times)")
 				mbps=$(sed -n 's/^TCPRESULT mbps=\([0-9.]*\) .*/\1/p' "$WORK/tcp-$key-$dir.txt")
 				[[ -n "$mbps" ]] || { cat "$WORK/tcp-$key-$dir.txt" >&2; die "no TCPRESULT from tcpstream"; }
-				best=$(awk -v a="$best" -v b="$mbps" 'BEGIN{print (b > a ? b : a)}')
+				if awk -v a="$best" -v b="$mbps" 'BEGIN{exit !(b > a)}'; then
+					best=$mbps best_busy=$busy
+				fi
 			done
 			put "tcp.$key.${dir}_mbps=$best"
+			# How busy each CPU was during the best transfer: with pinning,
+			# CPU 0 runs both ends, CPU 1 the proxy alone.
+			for c in $best_busy; do
+				put "tcp.$key.${dir}_cpu${c%%=*}_busy_pct=${c#*=}"
+			done
 		done
 	}
 	tcp_case direct "$ORIGIN_TCP"
@@ -332,6 +362,7 @@ if has_step tcp; then
 	if ((WITH_PBX)); then
 		tcp_case pbxgate "$PBX_TCP"
 	fi
+	restore_cc
 fi
 
 # ------------------------------------------------- 4. idle TLS connections

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -53,6 +54,44 @@ func harnessWarning(w io.Writer, r results, prefix string) {
 		fmt.Fprintf(w, "WARNING: through %s the generator/origin core (CPU 0) was %.0f %% busy (direct: %s); the generator's own lag p99 was %.3f ms: this p99 measures the harness as much as the proxy\n",
 			c, busy, fmtNum(direct, okd, "%.0f %%"), lag/1000)
 	}
+}
+
+// relayWarning says when, with the pinning of bench/run.sh, a proxied
+// relay transfer kept the ends' core (CPU 0: client and origin) 90 % busy
+// or more while the proxy's core had time to spare: the rate is then the
+// ends' limit, not the proxy's. A direct transfer on one core is two
+// copies back to back with the data still in that core's cache; through a
+// proxy the data waits in two more socket queues, and the same copies on
+// CPU 0 cost more per byte.
+func relayWarning(w io.Writer, r results) {
+	if !strings.HasPrefix(r["meta.pinning"], "wrk/loadgen") {
+		return
+	}
+	for _, c := range []string{"haproxy", "pbxgate"} {
+		for _, dir := range []string{"down", "up"} {
+			p := "tcp." + c + "." + dir + "_"
+			ends, ok0 := r.num(p + "cpu0_busy_pct")
+			proxy, ok1 := r.num(p + "cpu1_busy_pct")
+			if !ok0 || !ok1 || ends < 90 || proxy >= 90 {
+				continue
+			}
+			fmt.Fprintf(w, "WARNING: relaying %s through %s the ends' core (CPU 0) was %.0f %% busy and the proxy's core %.0f %%: this rate is the ends' limit, not the proxy's\n",
+				dir, c, ends, proxy)
+		}
+	}
+}
+
+// coreSecsPerGB is the proxy core's (CPU 1's) busy time in seconds per 10^9
+// bytes relayed, in the best transfer of case key in direction dir: its
+// busy share times the time one GB takes at that rate (1000 / MB/s).
+func (r results) coreSecsPerGB(key, dir string) (float64, bool) {
+	p := "tcp." + key + "." + dir + "_"
+	busy, ok1 := r.num(p + "cpu1_busy_pct")
+	mbps, ok2 := r.num(p + "mbps")
+	if !ok1 || !ok2 || mbps <= 0 {
+		return 0, false
+	}
+	return busy / 100 * 1000 / mbps, true
 }
 
 func fmtNum(v float64, ok bool, format string) string {
@@ -133,6 +172,10 @@ func report(stdout io.Writer, rawPath, txtPath, jsonPath string) error {
 	put("added_p99_us_haproxy_lower_rate")(r.diff("rate2.haproxy.p99_us", "rate2.direct.p99_us"))
 	put("tcp_ratio_down")(r.ratio("tcp.pbxgate.down_mbps", "tcp.direct.down_mbps"))
 	put("tcp_ratio_up")(r.ratio("tcp.pbxgate.up_mbps", "tcp.direct.up_mbps"))
+	for _, c := range []string{"pbxgate", "haproxy"} {
+		put("tcp_core_s_per_gb_down_" + c)(r.coreSecsPerGB(c, "down"))
+		put("tcp_core_s_per_gb_up_" + c)(r.coreSecsPerGB(c, "up"))
+	}
 
 	out := map[string]any{"results": kv.Results(r).Nested(), "derived": derived, "targets": verdicts}
 	b, err := json.MarshalIndent(out, "", "  ")
@@ -246,16 +289,25 @@ func writeTable(w io.Writer, r results) map[string]kv.Verdict {
 	}
 	fmt.Fprintln(w)
 
-	fmt.Fprintf(w, "3. TCP relay, %s stream(s) of %s bytes each way, best of %s (client speaks first; down = origin sends)\n", r["tcp.streams"], r.int("tcp.bytes"), r["tcp.repeat"])
-	line("case", "down MB/s", "up MB/s")
+	fmt.Fprintf(w, "3. TCP relay, %s stream(s) of %s bytes each way, best of %s (client speaks first; down = origin sends; congestion control %s)\n",
+		r["tcp.streams"], r.int("tcp.bytes"), r["tcp.repeat"], cmp.Or(r["tcp.cc"], "n/a"))
+	secsGB := func(key, dir string) string {
+		v, ok := r.coreSecsPerGB(key, dir)
+		return fmtNum(v, ok, "%.2f")
+	}
+	line("case", "down MB/s", "up MB/s", "CPU 0 busy down/up", "CPU 1 busy down/up", "CPU 1 s/GB down/up")
 	for _, c := range []struct{ key, label string }{{"direct", "direct to origin"}, {"direct_xcore", "direct, client on the proxy's CPU"}, {"haproxy", "HAProxy, mode tcp"}, {"pbxgate", "pbxgate, protocols [tcp]"}} {
 		p := "tcp." + c.key + "."
 		if _, ok := r[p+"down_mbps"]; !ok {
 			continue
 		}
-		line(c.label, r.int(p+"down_mbps"), r.int(p+"up_mbps"))
+		line(c.label, r.int(p+"down_mbps"), r.int(p+"up_mbps"),
+			r.pct(p+"down_cpu0_busy_pct")+" / "+r.pct(p+"up_cpu0_busy_pct"),
+			r.pct(p+"down_cpu1_busy_pct")+" / "+r.pct(p+"up_cpu1_busy_pct"),
+			secsGB(c.key, "down")+" / "+secsGB(c.key, "up"))
 	}
 	flush()
+	relayWarning(w, r)
 	td, okd := r.ratio("tcp.pbxgate.down_mbps", "tcp.direct.down_mbps")
 	tu, oku := r.ratio("tcp.pbxgate.up_mbps", "tcp.direct.up_mbps")
 	tmin, okmin := math.Min(td, tu), okd && oku

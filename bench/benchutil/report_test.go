@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -137,6 +138,44 @@ func TestHarnessWarning(t *testing.T) {
 	b.Reset()
 	if harnessWarning(&b, r, "rate"); b.Len() != 0 {
 		t.Errorf("without pinning: %q, want nothing", b.String())
+	}
+}
+
+// TestRelayWarning: a proxied relay transfer that kept the ends' core 90 %
+// busy or more while the proxy's core had time to spare is flagged per
+// direction; a busy proxy core, or no pinning, is not.
+func TestRelayWarning(t *testing.T) {
+	r := results{
+		"meta.pinning":                   "wrk/loadgen/tcpstream/tlsidle and the origin servers on CPU 0 (...)",
+		"tcp.pbxgate.down_cpu0_busy_pct": "99",
+		"tcp.pbxgate.down_cpu1_busy_pct": "41",
+		"tcp.pbxgate.up_cpu0_busy_pct":   "85",
+		"tcp.pbxgate.up_cpu1_busy_pct":   "40",
+		"tcp.haproxy.down_cpu0_busy_pct": "97",
+		"tcp.haproxy.down_cpu1_busy_pct": "95",
+	}
+	var b strings.Builder
+	relayWarning(&b, r)
+	want := "WARNING: relaying down through pbxgate the ends' core (CPU 0) was 99 % busy and the proxy's core 41 %"
+	if got := b.String(); !strings.Contains(got, want) || strings.Count(got, "\n") != 1 {
+		t.Errorf("got %q, want one line: %q", got, want)
+	}
+	r["meta.pinning"] = "none; proxies get 2 threads"
+	b.Reset()
+	if relayWarning(&b, r); b.Len() != 0 {
+		t.Errorf("without pinning: %q, want nothing", b.String())
+	}
+}
+
+// TestCoreSecsPerGB: 50 % of the proxy's core at 2,000 MB/s is 0.25 s of
+// that core per GB; a missing load or rate gives no number.
+func TestCoreSecsPerGB(t *testing.T) {
+	r := results{"tcp.pbxgate.down_mbps": "2000", "tcp.pbxgate.down_cpu1_busy_pct": "50", "tcp.pbxgate.up_mbps": "1000"}
+	if v, ok := r.coreSecsPerGB("pbxgate", "down"); !ok || math.Abs(v-0.25) > 1e-9 {
+		t.Errorf("down = %v, %v; want 0.25, true", v, ok)
+	}
+	if _, ok := r.coreSecsPerGB("pbxgate", "up"); ok {
+		t.Error("up without a CPU load gave a number")
 	}
 }
 
