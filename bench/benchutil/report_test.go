@@ -128,15 +128,22 @@ func TestHarnessWarning(t *testing.T) {
 		"rate.haproxy.cpu0_busy_pct": "89",
 		"rate.haproxy.lag_p99_us":    "4000",
 	}
-	var b strings.Builder
-	harnessWarning(&b, r, "rate")
 	want := "WARNING: through pbxgate the generator/origin core (CPU 0) was 95 % busy (direct: 67 %); the generator's own lag p99 was 0.913 ms"
-	if got := b.String(); !strings.Contains(got, want) || strings.Contains(got, "haproxy") || strings.Count(got, "\n") != 1 {
+	checkWarning(t, r, func(w io.Writer, r results) { harnessWarning(w, r, "rate") }, want, "haproxy")
+}
+
+// checkWarning runs warn on r and expects exactly one line, containing want
+// and not notWant (when set); then, with run.sh's pinning gone, nothing.
+func checkWarning(t *testing.T, r results, warn func(io.Writer, results), want, notWant string) {
+	t.Helper()
+	var b strings.Builder
+	warn(&b, r)
+	if got := b.String(); !strings.Contains(got, want) || (notWant != "" && strings.Contains(got, notWant)) || strings.Count(got, "\n") != 1 {
 		t.Errorf("got %q, want one line: %q", got, want)
 	}
 	r["meta.pinning"] = "none; proxies get 2 threads"
 	b.Reset()
-	if harnessWarning(&b, r, "rate"); b.Len() != 0 {
+	if warn(&b, r); b.Len() != 0 {
 		t.Errorf("without pinning: %q, want nothing", b.String())
 	}
 }
@@ -154,17 +161,8 @@ func TestRelayWarning(t *testing.T) {
 		"tcp.haproxy.down_cpu0_busy_pct": "97",
 		"tcp.haproxy.down_cpu1_busy_pct": "95",
 	}
-	var b strings.Builder
-	relayWarning(&b, r)
 	want := "WARNING: relaying down through pbxgate the ends' core (CPU 0) was 99 % busy and the proxy's core 41 %"
-	if got := b.String(); !strings.Contains(got, want) || strings.Count(got, "\n") != 1 {
-		t.Errorf("got %q, want one line: %q", got, want)
-	}
-	r["meta.pinning"] = "none; proxies get 2 threads"
-	b.Reset()
-	if relayWarning(&b, r); b.Len() != 0 {
-		t.Errorf("without pinning: %q, want nothing", b.String())
-	}
+	checkWarning(t, r, relayWarning, want, "")
 }
 
 // TestCoreSecsPerGB: 50 % of the proxy's core at 2,000 MB/s is 0.25 s of
