@@ -138,6 +138,13 @@ mkdir -p "$WORK/bin" "$WORK/data" "$BENCH_DIR/results"
 RAW="$WORK/raw.txt"
 : >"$RAW"
 put() { printf '%s\n' "$@" >>"$RAW"; }
+# put_busy PREFIX "N=PCT ...": one PREFIXN_busy_pct=PCT result per CPU of a cpu_busy line.
+put_busy() {
+	local c
+	for c in $2; do
+		put "$1${c%%=*}_busy_pct=${c#*=}"
+	done
+}
 
 # ---------------------------------------------------------------------- build
 log "building into $WORK/bin"
@@ -282,7 +289,7 @@ if has_step rate; then
 	rate=$(awk -v p="$peak" -v f="$RATE_FRACTION" 'BEGIN{printf "%d", p*f}')
 	put "rate.target_rps=$rate" "rate.basis=$basis" "rate.conns=$CONNS" "rate.duration=$RATE_DUR" "rate.warmup=$RATE_WARMUP"
 	rate_case() { # rate_case PREFIX RATE KEY URL
-		local before busy c
+		local before busy
 		log "$1: $3 $2 req/s ($4)"
 		before=$(cpu_times)
 		timeout 600 "${GEN[@]}" "$B/loadgen" -url "$4" -rate "$2" -conns "$CONNS" \
@@ -291,9 +298,7 @@ if has_step rate; then
 		result_line "$WORK/$1-$3.txt" RATERESULT "$1.$3"
 		# How busy each CPU was (warm-up included): with pinning, CPU 0 is
 		# the generator's and the origin's, CPU 1 the proxy's.
-		for c in $busy; do
-			put "$1.$3.cpu${c%%=*}_busy_pct=${c#*=}"
-		done
+		put_busy "$1.$3.cpu" "$busy"
 	}
 	rate_round() { # rate_round PREFIX RATE
 		rate_case "$1" "$2" direct "http://127.0.0.1:$ORIGIN_HTTP/"
@@ -326,7 +331,7 @@ if has_step tcp; then
 	put "meta.idle_before_tcp_pct=$(cpu_idle 1)"
 	put "tcp.bytes=$TCP_BYTES" "tcp.streams=1" "tcp.repeat=$TCP_REPEAT" "tcp.cc=$(cat "$CC_SYSCTL")"
 	tcp_case() { # tcp_case KEY PORT [PIN...]: best of TCP_REPEAT transfers each way
-		local key=$1 port=$2 dir i best mbps before busy best_busy c
+		local key=$1 port=$2 dir i best mbps before busy best_busy
 		shift 2
 		local pin=("$@")
 		((${#pin[@]})) || pin=("${TCPGEN[@]}")
@@ -347,9 +352,7 @@ if has_step tcp; then
 			put "tcp.$key.${dir}_mbps=$best"
 			# How busy each CPU was during the best transfer: with pinning,
 			# CPU 0 runs both ends, CPU 1 the proxy alone.
-			for c in $best_busy; do
-				put "tcp.$key.${dir}_cpu${c%%=*}_busy_pct=${c#*=}"
-			done
+			put_busy "tcp.$key.${dir}_cpu" "$best_busy"
 		done
 	}
 	tcp_case direct "$ORIGIN_TCP"

@@ -41,7 +41,7 @@ func (r results) diff(a, b string) (float64, bool) { return kv.Results(r).Diff(a
 // direct (cross-core wake-ups, less batching), so it can saturate where the
 // direct case did not.
 func harnessWarning(w io.Writer, r results, prefix string) {
-	if !strings.HasPrefix(r["meta.pinning"], "wrk/loadgen") {
+	if !r.pinned() {
 		return
 	}
 	direct, okd := r.num(prefix + ".direct.cpu0_busy_pct")
@@ -56,6 +56,11 @@ func harnessWarning(w io.Writer, r results, prefix string) {
 	}
 }
 
+// pinned reports whether the run used bench/run.sh's pinning (load tools
+// and origins on CPU 0, the proxy alone on CPU 1), which the per-core
+// warnings rely on.
+func (r results) pinned() bool { return strings.HasPrefix(r["meta.pinning"], "wrk/loadgen") }
+
 // relayWarning says when, with the pinning of bench/run.sh, a proxied
 // relay transfer kept the ends' core (CPU 0: client and origin) 90 % busy
 // or more while the proxy's core had time to spare: the rate is then the
@@ -64,7 +69,7 @@ func harnessWarning(w io.Writer, r results, prefix string) {
 // proxy the data waits in two more socket queues, and the same copies on
 // CPU 0 cost more per byte.
 func relayWarning(w io.Writer, r results) {
-	if !strings.HasPrefix(r["meta.pinning"], "wrk/loadgen") {
+	if !r.pinned() {
 		return
 	}
 	for _, c := range []string{"haproxy", "pbxgate"} {
